@@ -1,0 +1,1 @@
+"""runner: train under one tf.distribute strategy, save with one API, load with another, verify."""

@@ -1,0 +1,59 @@
+"""The Hydra task: validate, run the job in a fresh process, report.
+
+Each job gets its own Python process because the Keras generation (TF_USE_LEGACY_KERAS) and the
+logical-device layout are fixed for a process once TensorFlow is initialised.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+from hydra.core.hydra_config import HydraConfig
+from omegaconf import DictConfig, OmegaConf
+
+from runner import result as results
+from runner.schema import ConfigError, validate
+
+
+def run(cfg: DictConfig) -> dict[str, Any]:
+    """Run one job of the scenario for `cfg`; return its result (also in result.json)."""
+    try:
+        validate(cfg)
+    except ConfigError as e:
+        print(f"Config error: {e}", file=sys.stderr)
+        raise SystemExit(2) from None
+    output_dir = Path(HydraConfig.get().runtime.output_dir)
+    overrides = list(HydraConfig.get().overrides.task)
+    result = run_in_subprocess(cfg, output_dir, overrides)
+    summary = results.summary(result)
+    print(summary, flush=True)
+    with open(output_dir / "job.log", "a") as log:
+        log.write(summary + "\n")
+    return result
+
+
+def run_in_subprocess(cfg: DictConfig, output_dir: Path, overrides: list[str]) -> dict[str, Any]:
+    """Run `python -m runner.job` on the resolved config, teeing its output into job.log."""
+    output_dir.mkdir(parents=True, exist_ok=True)
+    config_path = output_dir / ".hydra" / "resolved.yaml"
+    config_path.parent.mkdir(exist_ok=True)
+    OmegaConf.save(cfg, config_path, resolve=True)
+    command = [sys.executable, "-m", "runner.job", str(config_path),
+               "--output-dir", str(output_dir)]
+    for override in overrides:
+        command += ["--override", override]
+    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    with open(output_dir / "job.log", "wb") as log:
+        child = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, env=env)
+        assert child.stdout is not None
+        # Chunks, not lines: Keras progress bars rewrite one line with '\r'.
+        while chunk := child.stdout.read1(65536):
+            sys.stdout.buffer.write(chunk)
+            sys.stdout.buffer.flush()
+            log.write(chunk)
+        returncode = child.wait()
+    return results.read_or_crashed(output_dir, returncode)

@@ -1,0 +1,101 @@
+"""The data: scikit-learn's digits (offline default) or TFDS MNIST, as tf.data pipelines."""
+
+from __future__ import annotations
+
+import socket
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import tensorflow as tf
+
+
+class DataUnavailableError(RuntimeError):
+    """The dataset could not be read; the message says how to get it."""
+
+
+@dataclass
+class Data:
+    train: tf.data.Dataset  # batched, shuffled (image float32 [0,1] 28x28x1, label int)
+    test: tf.data.Dataset  # batched, in a fixed order
+    probe: np.ndarray  # the first `probe_size` test images: logits are compared on these
+
+
+def load(cfg: Any, global_batch: int) -> Data:
+    """Datasets batched for `global_batch` = per-replica batch x replicas of the strategy in use."""
+    if cfg.data.name == "digits":
+        train, test = _digits(cfg.data.test_fraction, cfg.seed)
+    else:
+        train, test = _mnist(cfg.data.data_dir, cfg.data.download)
+    train = train.cache().shuffle(cfg.data.shuffle_buffer, seed=cfg.seed).batch(global_batch)
+    probe = next(iter(test.batch(cfg.verify.probe_size)))[0].numpy()
+    return Data(train=train, test=test.batch(global_batch), probe=probe)
+
+
+def scale(image: tf.Tensor, label: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
+    """The seed's preprocessing: uint8 pixels to float32 in [0, 1]."""
+    image = tf.cast(image, tf.float32)
+    image /= 255
+    return image, label
+
+
+def _digits(test_fraction: float, seed: int) -> tuple[tf.data.Dataset, tf.data.Dataset]:
+    from sklearn.datasets import load_digits
+
+    digits = load_digits()
+    # 8x8 pixels in 0..16 -> 28x28x1 in 0..255, then the same `scale` as MNIST.
+    images = tf.image.resize(digits.images[..., None] * (255 / 16), (28, 28)).numpy()
+    images = np.clip(np.round(images), 0, 255).astype(np.uint8)
+    order = np.random.default_rng(seed).permutation(len(images))
+    n_test = int(round(len(images) * test_fraction))
+    test_idx, train_idx = order[:n_test], order[n_test:]
+
+    def dataset(idx: np.ndarray) -> tf.data.Dataset:
+        pairs = (images[idx], digits.target[idx].astype(np.int64))
+        return tf.data.Dataset.from_tensor_slices(pairs).map(scale)
+
+    return dataset(train_idx), dataset(test_idx)
+
+
+def _mnist(data_dir: str | None, download: bool) -> tuple[tf.data.Dataset, tf.data.Dataset]:
+    where = data_dir or "the default TFDS data_dir (TFDS_DATA_DIR or ~/tensorflow_datasets)"
+    try:
+        try:  # a prepared copy needs no network
+            train, test = _tfds_mnist(data_dir, download=False)
+        except Exception:
+            if not download:
+                raise
+            # Offline, TFDS retries each download for minutes: fail within seconds instead.
+            _check_reachable(MNIST_HOST)
+            train, test = _tfds_mnist(data_dir, download=True)
+    except Exception as e:  # TFDS raises many types offline; all end in the same advice.
+        raise DataUnavailableError(
+            f"MNIST could not be loaded from {where} (download={download}): "
+            f"{type(e).__name__}: {_first_line(str(e))}. Without a network, TFDS cannot download "
+            "it. Remedies: prepare it once on a machine with a network (python -c \"import "
+            "tensorflow_datasets as tfds; tfds.load('mnist', data_dir='DIR')\"), copy DIR here "
+            "and run with data.data_dir=DIR data.download=false; or use the bundled offline "
+            "data with data=digits."
+        ) from e
+    return train.map(scale), test.map(scale)
+
+
+def _tfds_mnist(data_dir: str | None, download: bool) -> list[tf.data.Dataset]:
+    import tensorflow_datasets as tfds
+
+    return tfds.load("mnist", split=["train", "test"], as_supervised=True,
+                     data_dir=data_dir, download=download)
+
+
+MNIST_HOST = "storage.googleapis.com"  # where TFDS's mnist builder downloads from
+
+
+def _check_reachable(host: str, timeout: float = 10.0) -> None:
+    try:
+        socket.create_connection((host, 443), timeout=timeout).close()
+    except OSError as e:
+        raise ConnectionError(f"cannot reach {host}:443 ({e})") from e
+
+
+def _first_line(text: str) -> str:
+    return text.strip().splitlines()[0] if text.strip() else ""

@@ -1,0 +1,49 @@
+"""Short hints for failures that match a known upstream issue or a documented API limit.
+
+A hint never replaces the real exception: result.json keeps its type and message, and the hint
+says why it happens and what to use instead.
+"""
+
+from __future__ import annotations
+
+# (phase, or None for any; words that must all appear in "Type: message"; hint)
+KNOWN: list[tuple[str | None, tuple[str, ...], str]] = [
+    ("save", ("Invalid filepath extension for saving",),
+     "Keras 3's Model.save writes only .keras/.h5 files; for a SavedModel use save_api=export "
+     "or save_api=saved_model, or keras=legacy"),
+    ("load", ("SavedModel file does not exist", ".keras"),
+     "a .keras file is a Keras zip archive, not a SavedModel: load it with load_api=keras, or "
+     "save with save_api=saved_model/export for the SavedModel load APIs"),
+    ("load", ("File format not supported", "Keras 3 only supports"),
+     "Keras 3's load_model reads .keras/.h5 only; load a SavedModel with load_api=tfsm_layer "
+     "or load_api=saved_model"),
+    ("load", ("lacks the TF-Keras metadata",),
+     "tf.saved_model.save writes no Keras metadata, so load_model cannot rebuild a Keras model: "
+     "save with save_api=keras_saved_model, or load with load_api=saved_model or hub"),
+    ("load", ("load_model returned",),
+     "Model.export writes an inference-only SavedModel without Keras metadata: load it with "
+     "load_api=saved_model or hub"),
+    ("load", ("Expected a string, got",),
+     "hub.KerasLayer got a loaded object it cannot call: SavedModels from Model.export, and "
+     "from tf.saved_model.save under Keras 3, have no __call__; and tensorflow_hub 0.16 builds "
+     "Keras 2 layers only (tensorflow/hub#903). Save with keras=legacy and save_api=saved_model "
+     "or keras_saved_model, or use load_api=tfsm_layer under Keras 3"),
+    ("load", ("has no attribute 'TFSMLayer'",),
+     "TFSMLayer exists in Keras 3 only; under keras=legacy wrap a SavedModel with load_api=hub"),
+    ("continue", ("is not a valid scope name", "momentum"),
+     "TFSMLayer's variable names contain ':0', which Keras 3's Adam puts into slot-variable "
+     "scope names; load_api.optimizer=sgd trains"),
+    (None, ("Attempt to convert a value", "PerReplica"),
+     "Keras 3 fit under MultiWorkerMirroredStrategy (keras-team/keras#20585); keras=legacy works"),
+    ("load", ("KeyError", "serving_default"),
+     "the SavedModel has no serving_default signature: a subclassed model saved before it "
+     "traced a call (the seed's caveat), or one with several inputs (tensorflow#69307)"),
+]
+
+
+def hint_for(e: BaseException, phase: str) -> str | None:
+    text = f"{type(e).__name__}: {e}"
+    for where, words, hint in KNOWN:
+        if (where is None or where == phase) and all(w in text for w in words):
+            return hint
+    return None

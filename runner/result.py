@@ -1,0 +1,89 @@
+"""result.json: the contract later tools and users' scripts read.
+
+Written atomically (temporary name, then rename). While a job runs it holds `status: running`
+and the current `phase`, so a crashed job still says where it died.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+from typing import Any
+
+FILENAME = "result.json"
+PHASES = ("data", "train", "save", "load", "verify", "continue")
+
+
+def write(output_dir: Path, result: dict[str, Any]) -> None:
+    path = Path(output_dir) / FILENAME
+    tmp = path.with_name(f".{FILENAME}.tmp")
+    tmp.write_text(json.dumps(result, indent=2, sort_keys=False) + "\n")
+    os.replace(tmp, path)
+
+
+def read(output_dir: Path) -> dict[str, Any]:
+    return json.loads((Path(output_dir) / FILENAME).read_text())
+
+
+def read_or_crashed(output_dir: Path, returncode: int) -> dict[str, Any]:
+    """The job's result; if the process died before finishing it, a failed one saying so."""
+    try:
+        result = read(output_dir)
+    except (FileNotFoundError, json.JSONDecodeError):
+        result = {"status": "running", "phase": "data"}
+    if result.get("status") in ("passed", "failed"):
+        return result
+    phase = result.get("phase", "data")
+    result.update(
+        status="failed",
+        error={
+            "type": "JobCrashed",
+            "message": f"the job process exited with code {returncode} during phase '{phase}' "
+            "before writing its result; see job.log",
+            "phase": phase,
+            "hint": None,
+        },
+    )
+    write(output_dir, result)
+    return result
+
+
+def summary(result: dict[str, Any]) -> str:
+    """The one-line summary; for a failed job, the whole error and where the traceback is."""
+    text = summary_line(result)
+    if result["status"] != "passed":
+        err = result["error"]
+        text += f"\n  {err['type']} in phase '{err['phase']}': {err['message']}"
+        if err.get("hint"):
+            text += f"\n  hint: {err['hint']}"
+        text += f"\n  traceback and log: {result.get('output_dir', '.')}/traceback.txt, job.log"
+    return text
+
+
+def summary_line(result: dict[str, Any]) -> str:
+    """One line: outcome, the combination, and the numbers that matter."""
+    combo = " ".join(
+        f"{k}={result.get(k)}"
+        for k in ("strategy", "load_strategy", "save_api", "load_api", "model", "data", "keras")
+    )
+    acc = result.get("accuracy") or {}
+    accs = "/".join(_fmt(acc.get(k), ".3f") for k in ("after_train", "after_load",
+                                                       "after_continue"))
+    head = f"{result['status'].upper()} {combo} | acc train/load/continue {accs}"
+    head += f" | max|Δ| {_fmt(result.get('max_abs_diff'), '.1e')}"
+    if result["status"] != "passed":
+        err = result["error"]
+        head += f" | {err['phase']}: {err['type']}: {_first_line(err['message'])}"
+        if err.get("hint"):
+            head += f" (hint: {err['hint']})"
+    return f"{head} | {result.get('output_dir', '')}"
+
+
+def _fmt(value: Any, spec: str) -> str:
+    return "-" if value is None else format(value, spec)
+
+
+def _first_line(text: str, limit: int = 200) -> str:
+    line = text.strip().splitlines()[0] if text.strip() else ""
+    return line if len(line) <= limit else line[: limit - 1] + "…"

@@ -1,0 +1,86 @@
+"""One job's TensorFlow runtime: the Keras generation and the devices, fixed before TF starts.
+
+Both are per-process facts: TF reads TF_USE_LEGACY_KERAS while it is imported, and logical
+devices cannot be changed once the runtime is initialised. Hence one process per job.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from typing import Any
+
+
+def prepare(cfg: Any) -> Any:
+    """Select the Keras generation, import TensorFlow, split the CPU as the strategies need."""
+    legacy = cfg.keras.name == "legacy"
+    if "tensorflow" not in sys.modules:
+        os.environ["TF_USE_LEGACY_KERAS"] = "1" if legacy else "0"
+        os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "1")  # TF's C++ INFO lines; warnings stay
+    import tensorflow as tf
+
+    if (keras_generation() == "tf_keras") != legacy:
+        raise RuntimeError(
+            f"keras={cfg.keras.name} asked for, but TensorFlow was imported earlier in this "
+            "process with the other Keras generation; run each job in a fresh process")
+
+    gpus = tf.config.list_physical_devices("GPU")
+    cpu_replicas = [
+        side.replicas
+        for side in (cfg.strategy, cfg.load_strategy)
+        if side.name == "mirrored" and len(gpus) < side.replicas
+    ]
+    if max(cpu_replicas, default=1) > 1:
+        cpu = tf.config.list_physical_devices("CPU")[0]
+        logical = [tf.config.LogicalDeviceConfiguration()] * max(cpu_replicas)
+        tf.config.set_logical_device_configuration(cpu, logical)
+    return tf
+
+
+def make_strategy(side: Any) -> Any:
+    """The tf.distribute strategy a `strategy`/`load_strategy` group describes; None for `none`."""
+    import tensorflow as tf
+
+    if side.name == "none":
+        return None
+    if side.name == "default":
+        return tf.distribute.get_strategy()
+    if side.name == "one_device":
+        return tf.distribute.OneDeviceStrategy(side.device)
+    if side.name == "mirrored":
+        return tf.distribute.MirroredStrategy(devices=mirrored_devices(side.replicas))
+    raise ValueError(f"unknown strategy {side.name!r}")
+
+
+def mirrored_devices(replicas: int) -> list[str]:
+    """GPUs when there are enough, else the logical CPUs `prepare` made."""
+    import tensorflow as tf
+
+    gpus = tf.config.list_logical_devices("GPU")
+    if len(gpus) >= replicas:
+        return [d.name for d in gpus[:replicas]]
+    return [d.name for d in tf.config.list_logical_devices("CPU")[:replicas]]
+
+
+def replicas(strategy: Any) -> int:
+    return 1 if strategy is None else strategy.num_replicas_in_sync
+
+
+def keras_generation() -> str:
+    """Which Keras `tf.keras` is in this process: 'keras' (3) or 'tf_keras' (2)."""
+    import tensorflow as tf
+
+    return tf.keras.Model.__module__.split(".")[0]
+
+
+def versions() -> dict[str, str | None]:
+    from importlib.metadata import PackageNotFoundError, version
+
+    found: dict[str, str | None] = {"python": sys.version.split()[0]}
+    for dist in ("tensorflow", "keras", "tf-keras", "tensorflow-hub", "tensorflow-datasets",
+                 "numpy", "hydra-core", "omegaconf"):
+        try:
+            found[dist] = version(dist)
+        except PackageNotFoundError:
+            found[dist] = None
+    return found

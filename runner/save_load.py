@@ -1,0 +1,153 @@
+"""The four save APIs and the four load APIs, one function each.
+
+Every function is a plain call of the public API the seed tutorial shows. `io_device` goes into
+SaveOptions/LoadOptions where the API takes options; where it takes none, the returned note says
+so instead of dropping it silently.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import tensorflow as tf
+
+from runner import models, runtime
+
+SERVING_KEY = "serving_default"
+
+
+# ---- save ------------------------------------------------------------------------------------
+
+def save_keras(model: tf.keras.Model, out: Path, io_device: str | None) -> tuple[Path, list[str]]:
+    """Model.save to the .keras zip archive."""
+    path = out / "model.keras"
+    model.save(path)
+    return path, _not_applied(io_device, "Model.save to a .keras file takes no SaveOptions")
+
+
+def save_saved_model(model: tf.keras.Model, out: Path, io_device: str | None):
+    """tf.saved_model.save: the low-level API."""
+    path = out / "model"
+    tf.saved_model.save(model, str(path), options=_save_options(io_device))
+    return path, []
+
+
+def save_keras_saved_model(model: tf.keras.Model, out: Path, io_device: str | None):
+    """Model.save to a directory: Keras writes a SavedModel (the seed's mixed-API case)."""
+    path = out / "model"
+    if io_device is None:
+        model.save(str(path))
+    else:
+        model.save(str(path), options=_save_options(io_device))
+    return path, []
+
+
+def save_export(model: tf.keras.Model, out: Path, io_device: str | None):
+    """Model.export: an inference SavedModel with a serving_default endpoint."""
+    path = out / "model"
+    model.export(str(path))
+    return path, _not_applied(io_device, "Model.export takes no SaveOptions")
+
+
+SAVERS: dict[str, Callable[..., tuple[Path, list[str]]]] = {
+    "keras": save_keras,
+    "saved_model": save_saved_model,
+    "keras_saved_model": save_keras_saved_model,
+    "export": save_export,
+}
+
+
+# ---- load ------------------------------------------------------------------------------------
+
+@dataclass
+class Loaded:
+    """What a load API gives back, reduced to what the scenario needs."""
+
+    predict: Callable[[Any], tf.Tensor]  # images -> logits
+    model: tf.keras.Model | None = None  # a compiled, trainable Keras model, if the API gives one
+    keep_alive: Any = None  # the loaded object its functions' variables belong to
+    notes: list[str] = field(default_factory=list)
+
+
+def load_keras(path: Path, io_device: str | None, options: Any) -> Loaded:
+    """tf.keras.models.load_model: a compiled Keras model, trainable as it is."""
+    if io_device is not None and runtime.keras_generation() == "tf_keras":
+        model = tf.keras.models.load_model(str(path), options=_load_options(io_device))
+        notes = [] if path.is_dir() else ["io_device: tf_keras uses LoadOptions for SavedModel "
+                                          "directories only, not for .keras files"]
+    else:
+        model = tf.keras.models.load_model(str(path))
+        notes = _not_applied(io_device, "Keras 3 load_model takes no LoadOptions")
+    if not isinstance(model, tf.keras.Model):
+        # tf_keras falls back to a plain restored object when the SavedModel has no Keras metadata.
+        raise TypeError(f"load_model returned a {type(model).__name__}, not a Keras model")
+    return Loaded(predict=lambda x: model(x, training=False), model=model, notes=notes)
+
+
+def load_saved_model(path: Path, io_device: str | None, options: Any) -> Loaded:
+    """tf.saved_model.load + signatures['serving_default']: inference only."""
+    loaded = tf.saved_model.load(str(path), options=_load_options(io_device))
+    serve = loaded.signatures[SERVING_KEY]
+    return Loaded(predict=lambda x: single_output(serve(x)), keep_alive=loaded)
+
+
+def load_hub(path: Path, io_device: str | None, options: Any) -> Loaded:
+    """hub.KerasLayer(tf.saved_model.load(dir), trainable=True) in a new model, as the seed does."""
+    import tensorflow_hub as hub
+
+    loaded = tf.saved_model.load(str(path), options=_load_options(io_device))
+    inputs = tf.keras.layers.Input(shape=models.INPUT_SHAPE, name="input_x")
+    outputs = hub.KerasLayer(loaded, trainable=True)(inputs)
+    model = tf.keras.Model(inputs, outputs)
+    models.compile_model(model, options.optimizer)
+    return Loaded(predict=lambda x: model(x, training=False), model=model, keep_alive=loaded)
+
+
+def load_tfsm_layer(path: Path, io_device: str | None, options: Any) -> Loaded:
+    """keras.layers.TFSMLayer(dir, trainable=True) in a new model: Keras 3's hub.KerasLayer."""
+    layer = tf.keras.layers.TFSMLayer(str(path), call_endpoint=SERVING_KEY, trainable=True)
+    inputs = tf.keras.layers.Input(shape=models.INPUT_SHAPE)
+    model = tf.keras.Model(inputs, single_output(layer(inputs)))
+    models.compile_model(model, options.optimizer)
+    notes = _not_applied(io_device, "TFSMLayer takes no LoadOptions")
+    return Loaded(predict=lambda x: model(x, training=False), model=model, notes=notes)
+
+
+# Each takes (path, io_device, the load_api group's options).
+LOADERS: dict[str, Callable[[Path, str | None, Any], Loaded]] = {
+    "keras": load_keras,
+    "saved_model": load_saved_model,
+    "hub": load_hub,
+    "tfsm_layer": load_tfsm_layer,
+}
+
+
+# ---- helpers ---------------------------------------------------------------------------------
+
+def single_output(outputs: Any) -> Any:
+    """A signature returns {name: tensor}; the name differs by generation (output_0, dense_1...)."""
+    if isinstance(outputs, dict):
+        (value,) = outputs.values()
+        return value
+    return outputs
+
+
+def artifact_bytes(path: Path) -> int:
+    if path.is_file():
+        return path.stat().st_size
+    return sum(p.stat().st_size for p in path.rglob("*") if p.is_file())
+
+
+def _save_options(io_device: str | None) -> tf.saved_model.SaveOptions:
+    return tf.saved_model.SaveOptions(experimental_io_device=io_device)
+
+
+def _load_options(io_device: str | None) -> tf.saved_model.LoadOptions:
+    return tf.saved_model.LoadOptions(experimental_io_device=io_device)
+
+
+def _not_applied(io_device: str | None, why: str) -> list[str]:
+    return [] if io_device is None else [f"io_device={io_device} not applied: {why}"]

@@ -1,0 +1,185 @@
+"""Structured-config schema: the type of every key the YAML groups may set.
+
+Hydra merges each group file into these dataclasses, so a typo'd key or a wrong type fails at
+compose time with OmegaConf's message. `validate` adds the range checks types cannot express.
+Nothing here imports TensorFlow: config errors must answer fast.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+from enum import Enum
+from typing import Any
+
+from hydra.core.config_store import ConfigStore
+from omegaconf import MISSING
+
+
+class Optimizer(str, Enum):
+    adam = "adam"
+    sgd = "sgd"
+
+
+# ---- one schema per group option: a key another option has is a typo here --------------------
+
+@dataclass
+class NoStrategy:
+    name: str = "none"
+
+
+@dataclass
+class DefaultStrategy:
+    name: str = "default"
+
+
+@dataclass
+class OneDeviceStrategy:
+    name: str = "one_device"
+    device: str = MISSING
+
+
+@dataclass
+class MirroredStrategy:
+    name: str = "mirrored"
+    replicas: int = MISSING
+
+
+@dataclass
+class SaveApi:
+    name: str = MISSING
+
+
+@dataclass
+class LoadApi:
+    name: str = MISSING
+
+
+@dataclass
+class RetrainingLoadApi:
+    """hub and tfsm_layer compile a new model around what they load."""
+
+    name: str = MISSING
+    optimizer: Optimizer = MISSING
+
+
+@dataclass
+class Model:
+    name: str = MISSING
+    save_before_fit: bool = False
+
+
+@dataclass
+class Digits:
+    name: str = "digits"
+    test_fraction: float = MISSING
+    shuffle_buffer: int = MISSING
+
+
+@dataclass
+class Mnist:
+    name: str = "mnist"
+    data_dir: str | None = MISSING
+    download: bool = MISSING
+    shuffle_buffer: int = MISSING
+
+
+@dataclass
+class Keras:
+    name: str = MISSING
+
+
+# ---- the primary config ----------------------------------------------------------------------
+
+@dataclass
+class Train:
+    epochs: int = MISSING
+    batch_size_per_replica: int = MISSING
+
+
+@dataclass
+class Verify:
+    tolerance: float = MISSING
+    probe_size: int = MISSING
+
+
+@dataclass
+class Config:
+    # Group nodes take the type of the option's own schema (see OPTION_SCHEMAS).
+    strategy: Any = MISSING
+    load_strategy: Any = MISSING
+    save_api: Any = MISSING
+    load_api: Any = MISSING
+    model: Any = MISSING
+    data: Any = MISSING
+    keras: Any = MISSING
+    seed: int = MISSING
+    train: Train = field(default_factory=Train)
+    continue_epochs: int = MISSING
+    verify: Verify = field(default_factory=Verify)
+    io_device: str | None = None
+    verbose: int = MISSING
+
+
+# conf/<group>/<option>.yaml starts with `defaults: [/schema/<group>/<option>@_here_, _self_]`.
+OPTION_SCHEMAS: dict[str, dict[str, type]] = {
+    "strategy": {"default": DefaultStrategy, "one_device": OneDeviceStrategy,
+                 "mirrored": MirroredStrategy},
+    "load_strategy": {"none": NoStrategy, "default": DefaultStrategy,
+                      "one_device": OneDeviceStrategy, "mirrored": MirroredStrategy},
+    "save_api": dict.fromkeys(("keras", "saved_model", "keras_saved_model", "export"), SaveApi),
+    "load_api": {"keras": LoadApi, "saved_model": LoadApi, "hub": RetrainingLoadApi,
+                 "tfsm_layer": RetrainingLoadApi},
+    "model": dict.fromkeys(("sequential", "functional", "subclassed"), Model),
+    "data": {"digits": Digits, "mnist": Mnist},
+    "keras": dict.fromkeys(("v3", "legacy"), Keras),
+}
+
+
+def register() -> None:
+    store = ConfigStore.instance()
+    store.store(name="schema", node=Config)
+    for group, options in OPTION_SCHEMAS.items():
+        for option, node in options.items():
+            store.store(group=f"schema/{group}", name=option, node=node)
+
+
+class ConfigError(ValueError):
+    """A config value that has the right type but is out of range."""
+
+
+# /job:localhost, /job:worker/replica:0/task:1, /cpu:0, /device:GPU:1, /job:localhost/device:CPU:0
+_DEVICE = re.compile(
+    r"^(/job:[A-Za-z_][\w-]*)?(/replica:\d+)?(/task:\d+)?"
+    r"(/device:(CPU|GPU|TPU):\d+|/(cpu|gpu|tpu):\d+)?$"
+)
+
+_RANGES: list[tuple[str, Any, str]] = [
+    ("train.epochs", lambda v: v >= 1, "an integer >= 1"),
+    ("train.batch_size_per_replica", lambda v: v >= 1, "an integer >= 1"),
+    ("continue_epochs", lambda v: v >= 0, "an integer >= 0"),
+    ("strategy.replicas", lambda v: v is None or v >= 1, "an integer >= 1"),
+    ("load_strategy.replicas", lambda v: v is None or v >= 1, "an integer >= 1"),
+    ("verify.tolerance", lambda v: v >= 0, "a number >= 0"),
+    ("verify.probe_size", lambda v: v >= 1, "an integer >= 1"),
+    ("data.shuffle_buffer", lambda v: v >= 1, "an integer >= 1"),
+    ("data.test_fraction", lambda v: v is None or 0 < v < 1, "a number in (0, 1)"),
+    ("verbose", lambda v: v in (0, 1, 2), "0, 1 or 2"),
+]
+
+
+def validate(cfg: Any) -> None:
+    """Raise ConfigError naming the key, its value and what is valid."""
+    from omegaconf import OmegaConf
+
+    for key, ok, valid in _RANGES:
+        value = OmegaConf.select(cfg, key)
+        if not ok(value):
+            raise ConfigError(f"{key}={value!r} is out of range: expected {valid}.")
+    for key in ("io_device", "strategy.device", "load_strategy.device"):
+        value = OmegaConf.select(cfg, key)
+        if value is not None and (not value or not _DEVICE.match(value)):
+            raise ConfigError(
+                f"{key}={value!r} is not a TensorFlow device string: expected e.g. "
+                "'/job:localhost', '/cpu:0', '/gpu:1' or '/job:worker/task:0/device:CPU:0'."
+            )

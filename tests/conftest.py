@@ -1,0 +1,60 @@
+"""Helpers that run the runner the way users do: `python -m runner` in a subprocess."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+# Tiny but real: digits, one epoch each side, quiet Keras.
+FAST = ["train.epochs=1", "continue_epochs=1", "verbose=0"]
+
+
+def runner(*args: str, env: dict[str, str] | None = None, timeout: float = 600):
+    """`python -m runner ARGS` from the repository root; returns the CompletedProcess."""
+    return subprocess.run(
+        [sys.executable, "-m", "runner", *args],
+        cwd=ROOT, env={**os.environ, **(env or {})},
+        capture_output=True, text=True, timeout=timeout,
+    )
+
+
+def read_result(job_dir: Path) -> dict:
+    return json.loads((job_dir / "result.json").read_text())
+
+
+def sweep_results(sweep_dir: Path) -> list[dict]:
+    """Every job's result of a multirun, in job order."""
+    jobs = sorted((p for p in sweep_dir.iterdir() if p.name.isdigit()), key=lambda p: int(p.name))
+    return [read_result(job) for job in jobs]
+
+
+@pytest.fixture
+def run_job(tmp_path):
+    """Run one job into tmp_path/run; return (CompletedProcess, result)."""
+
+    def _run(*overrides: str, env: dict[str, str] | None = None):
+        job_dir = tmp_path / "run"
+        proc = runner(f"hydra.run.dir={job_dir}", *FAST, *overrides, env=env)
+        assert (job_dir / "result.json").exists(), proc.stdout + proc.stderr
+        return proc, read_result(job_dir)
+
+    return _run
+
+
+@pytest.fixture
+def run_sweep(tmp_path):
+    """Run a multirun into tmp_path/sweep; return (CompletedProcess, [result per job])."""
+
+    def _run(*overrides: str):
+        sweep_dir = tmp_path / "sweep"
+        proc = runner("-m", f"hydra.sweep.dir={sweep_dir}", *FAST, *overrides)
+        assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+        return proc, sweep_results(sweep_dir)
+
+    return _run

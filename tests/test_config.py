@@ -1,0 +1,156 @@
+"""Config composition and validation: fast, and never importing TensorFlow."""
+
+from __future__ import annotations
+
+import sys
+
+import pytest
+from conftest import ROOT, runner
+from hydra import compose, initialize_config_dir
+from omegaconf import OmegaConf
+
+from runner import schema
+from runner.schema import ConfigError, validate
+
+schema.register()
+GROUPS = [d.name for d in sorted((ROOT / "conf").iterdir()) if d.is_dir() and d.name != "hydra"]
+
+
+def options(group: str) -> list[str]:
+    return sorted(p.stem for p in (ROOT / "conf" / group).glob("*.yaml"))
+
+
+def compose_cfg(*overrides: str):
+    with initialize_config_dir(config_dir=str(ROOT / "conf"), version_base="1.3"):
+        return compose(config_name="config", overrides=list(overrides))
+
+
+@pytest.mark.parametrize(
+    "override", [f"{g}={o}" for g in GROUPS for o in options(g)]
+)
+def test_every_option_composes_and_validates(override):
+    cfg = compose_cfg(override)
+    validate(cfg)
+    group, option = override.split("=")
+    if group != "experiment":
+        assert cfg[group].name == option
+
+
+def test_defaults_are_the_documented_ones():
+    cfg = compose_cfg()
+    chosen = {g: cfg[g].name for g in GROUPS if g != "experiment"}
+    assert chosen == {
+        "strategy": "default", "load_strategy": "none", "save_api": "keras", "load_api": "keras",
+        "model": "sequential", "data": "digits", "keras": "v3",
+    }
+    assert (cfg.seed, cfg.train.epochs, cfg.train.batch_size_per_replica) == (0, 2, 64)
+    assert (cfg.continue_epochs, cfg.verify.tolerance, cfg.io_device) == (2, 1e-5, None)
+    assert compose_cfg("strategy=mirrored").strategy.replicas == 2
+
+
+def test_tutorial_preset_is_the_seed():
+    cfg = compose_cfg("experiment=tutorial")
+    assert cfg.data.name == "mnist" and cfg.strategy.name == "mirrored"
+    assert (cfg.train.epochs, cfg.continue_epochs, cfg.train.batch_size_per_replica) == (2, 2, 64)
+    assert cfg.data.shuffle_buffer == 10000
+
+
+@pytest.mark.parametrize(
+    "override, text",
+    [
+        ("strategy.replicas=3", "Key 'replicas' not in 'DefaultStrategy'"),  # mirrored only
+        ("strategy=mirrored strategy.replica=3", "Key 'replica' not in 'MirroredStrategy'"),
+        ("train.epoch=3", "Key 'epoch' not in 'Train'"),
+        ("train.epochs=two", "Value 'two' of type 'str' could not be converted to Integer"),
+        ("load_api.optimizer=adam", "Key 'optimizer' not in 'LoadApi'"),  # hub/tfsm_layer only
+        ("model.save_before_fit=maybe", "Value 'maybe' is not a valid bool"),
+        ("load_api=hub load_api.optimizer=rmsprop", "expected one of [adam, sgd]"),
+    ],
+)
+def test_schema_rejects_typos_and_types(override, text):
+    with pytest.raises(Exception) as info:
+        compose_cfg(*override.split())
+    # Hydra wraps OmegaConf's error; the cause names the key and what is wrong.
+    assert text in str(info.value.__cause__ or info.value)
+
+
+@pytest.mark.parametrize(
+    "override, key",
+    [
+        ("train.epochs=0", "train.epochs"),
+        ("train.batch_size_per_replica=0", "train.batch_size_per_replica"),
+        ("continue_epochs=-1", "continue_epochs"),
+        ("verify.tolerance=-1e-3", "verify.tolerance"),
+        ("verify.probe_size=0", "verify.probe_size"),
+        ("verbose=3", "verbose"),
+        ("io_device=localhost", "io_device"),
+        ("io_device=''", "io_device"),
+    ],
+)
+def test_ranges(override, key):
+    cfg = compose_cfg(override)
+    with pytest.raises(ConfigError, match=key.replace(".", r"\.")):
+        validate(cfg)
+
+
+@pytest.mark.parametrize("override", ["strategy=mirrored", "load_strategy=mirrored"])
+def test_replicas_range(override):
+    side = override.split("=")[0]
+    cfg = compose_cfg(override, f"{side}.replicas=0")
+    with pytest.raises(ConfigError, match=f"{side}.replicas=0"):
+        validate(cfg)
+
+
+def test_valid_io_devices():
+    for device in ("/job:localhost", "/cpu:0", "/job:worker/replica:0/task:1/device:GPU:0"):
+        validate(compose_cfg(f"io_device={device}"))
+
+
+def test_compose_does_not_import_tensorflow():
+    compose_cfg("strategy=mirrored", "keras=legacy")
+    assert "tensorflow" not in sys.modules
+
+
+@pytest.fixture
+def no_tensorflow(tmp_path):
+    """A PYTHONPATH on which `import tensorflow` fails loudly."""
+    fake = tmp_path / "poison" / "tensorflow"
+    fake.mkdir(parents=True)
+    (fake / "__init__.py").write_text("raise ImportError('tensorflow imported at config time')\n")
+    return {"PYTHONPATH": str(fake.parent)}
+
+
+@pytest.mark.parametrize("args", [["--help"], ["--cfg", "job"], ["--cfg", "job", "keras=legacy"]])
+def test_config_time_commands_answer_without_tensorflow(args, no_tensorflow):
+    proc = runner(*args, env=no_tensorflow)
+    assert proc.returncode == 0, proc.stderr
+    assert "tensorflow imported" not in proc.stderr
+
+
+def test_help_lists_every_option():
+    proc = runner("--help")
+    for group in GROUPS:
+        line = next(ln for ln in proc.stdout.splitlines() if ln.strip().startswith(group + " "))
+        for option in options(group):
+            assert option in line, (group, option)
+
+
+def test_out_of_range_value_fails_fast_and_clearly(tmp_path, no_tensorflow):
+    proc = runner(f"hydra.run.dir={tmp_path}/run", "train.epochs=-1", env=no_tensorflow)
+    assert proc.returncode == 2
+    assert "train.epochs=-1" in proc.stderr and ">= 1" in proc.stderr
+    assert not (tmp_path / "run" / "result.json").exists()
+
+
+def test_unknown_option_names_the_valid_ones(no_tensorflow):
+    proc = runner("save_api=pickle", env=no_tensorflow)
+    assert proc.returncode != 0
+    assert "save_api/pickle" in proc.stderr
+    for option in options("save_api"):
+        assert option in proc.stderr
+
+
+def test_resolved_config_round_trips():
+    cfg = compose_cfg("strategy=mirrored", "load_api=hub")
+    again = OmegaConf.create(OmegaConf.to_yaml(cfg, resolve=True))
+    assert again.load_api.optimizer == "adam" and again.strategy.replicas == 2

@@ -1,0 +1,71 @@
+"""Every save_api x load_api under both Keras generations, asserting the outcomes measured on
+the pinned versions (see the README's table). A change of outcome is a finding: re-measure."""
+
+from __future__ import annotations
+
+import pytest
+
+SAVE_APIS = ("keras", "saved_model", "keras_saved_model", "export")
+LOAD_APIS = ("keras", "saved_model", "hub", "tfsm_layer")
+
+PASSED = "passed"
+NO_SAVEDMODEL = ("load", "OSError", "SavedModel file does not exist")
+NO_TFSMLAYER = ("load", "AttributeError", "has no attribute 'TFSMLayer'")
+KERAS3_LOADS_KERAS_FILES_ONLY = ("load", "ValueError", "File format not supported")
+NOT_CALLABLE_FOR_HUB = ("load", "ValueError", "Expected a string, got")
+TFSM_ADAM_SCOPE = ("continue", "ValueError", "is not a valid scope name")
+KERAS3_SAVE_NEEDS_EXTENSION = ("save", "ValueError", "Invalid filepath extension for saving")
+
+# (save_api, load_api) -> {keras generation: outcome}
+EXPECTED = {
+    ("keras", "keras"): {"v3": PASSED, "legacy": PASSED},
+    ("keras", "saved_model"): {"v3": NO_SAVEDMODEL, "legacy": NO_SAVEDMODEL},
+    ("keras", "hub"): {"v3": NO_SAVEDMODEL, "legacy": NO_SAVEDMODEL},
+    ("keras", "tfsm_layer"): {"v3": NO_SAVEDMODEL, "legacy": NO_TFSMLAYER},
+    ("saved_model", "keras"): {
+        "v3": KERAS3_LOADS_KERAS_FILES_ONLY,
+        "legacy": ("load", "ValueError", "lacks the TF-Keras metadata"),
+    },
+    ("saved_model", "saved_model"): {"v3": PASSED, "legacy": PASSED},
+    ("saved_model", "hub"): {"v3": NOT_CALLABLE_FOR_HUB, "legacy": PASSED},
+    ("saved_model", "tfsm_layer"): {"v3": TFSM_ADAM_SCOPE, "legacy": NO_TFSMLAYER},
+    ("keras_saved_model", "keras"): {"v3": KERAS3_SAVE_NEEDS_EXTENSION, "legacy": PASSED},
+    ("keras_saved_model", "saved_model"): {"v3": KERAS3_SAVE_NEEDS_EXTENSION, "legacy": PASSED},
+    ("keras_saved_model", "hub"): {"v3": KERAS3_SAVE_NEEDS_EXTENSION, "legacy": PASSED},
+    ("keras_saved_model", "tfsm_layer"): {"v3": KERAS3_SAVE_NEEDS_EXTENSION,
+                                          "legacy": NO_TFSMLAYER},
+    ("export", "keras"): {
+        "v3": KERAS3_LOADS_KERAS_FILES_ONLY,
+        "legacy": ("load", "TypeError", "load_model returned a _UserObject, not a Keras model"),
+    },
+    ("export", "saved_model"): {"v3": PASSED, "legacy": PASSED},
+    ("export", "hub"): {"v3": NOT_CALLABLE_FOR_HUB, "legacy": NOT_CALLABLE_FOR_HUB},
+    ("export", "tfsm_layer"): {"v3": TFSM_ADAM_SCOPE, "legacy": NO_TFSMLAYER},
+}
+
+
+@pytest.mark.parametrize("keras", ["v3", "legacy"])
+@pytest.mark.parametrize("save_api", SAVE_APIS)
+def test_every_load_api(run_sweep, save_api, keras):
+    """One multirun per (save_api, keras): the four load APIs, each job its own process."""
+    _, results = run_sweep(f"save_api={save_api}", f"load_api={','.join(LOAD_APIS)}",
+                           f"keras={keras}")
+    assert [r["load_api"] for r in results] == list(LOAD_APIS)
+    for r in results:
+        expected = EXPECTED[(save_api, r["load_api"])][keras]
+        where = f"{save_api} -> {r['load_api']} under {keras}: {r['error']}"
+        assert r["keras_module"] == ("tf_keras" if keras == "legacy" else "keras"), where
+        if expected == PASSED:
+            assert r["status"] == "passed", where
+            assert r["error"] is None
+            assert r["max_abs_diff"] <= r["tolerance"], where
+            assert r["accuracy"]["after_load"] == r["accuracy"]["after_train"], where
+            assert r["accuracy"]["after_continue"] is not None, where
+            assert all(v is not None for v in r["timings"].values()), where
+            assert r["artifact_bytes"] > 0
+        else:
+            phase, error_type, words = expected
+            assert r["status"] == "failed", where
+            assert (r["error"]["phase"], r["error"]["type"]) == (phase, error_type), where
+            assert words in r["error"]["message"], where
+            assert r["error"]["hint"], f"no hint for a known failure: {where}"
