@@ -28,15 +28,41 @@ def run(cfg: DictConfig) -> dict[str, Any]:
         raise SystemExit(2) from None
     output_dir = Path(HydraConfig.get().runtime.output_dir)
     overrides = list(HydraConfig.get().overrides.task)
-    result = run_in_subprocess(cfg, output_dir, overrides)
+    if cfg.mlflow.enabled:
+        return run_tracked(cfg, output_dir, overrides)
+    return run_in_subprocess(cfg, output_dir, overrides)
+
+
+def run_tracked(cfg: DictConfig, output_dir: Path, overrides: list[str]) -> dict[str, Any]:
+    """The job inside an MLflow run that is always closed: FINISHED, FAILED or KILLED."""
+    from runner import tracking  # MLflow costs seconds to import: job time, not config time
+
+    try:
+        run_id = tracking.start(cfg, output_dir, overrides)
+    except tracking.TrackingUnavailableError as e:
+        result = results.not_started(cfg, output_dir, overrides, e, phase="tracking")
+        results.write(output_dir, result)
+        report(result, output_dir)
+        return result
+    try:
+        result = run_in_subprocess(cfg, output_dir, overrides, {tracking.RUN_ID_ENV: run_id})
+    except BaseException:
+        tracking.abort(run_id)
+        raise
+    tracking.finish(run_id, result, output_dir)
+    return result
+
+
+def report(result: dict[str, Any], output_dir: Path) -> None:
+    """Print the summary and append it to job.log."""
     summary = results.summary(result)
     print(summary, flush=True)
     with open(output_dir / "job.log", "a") as log:
         log.write(summary + "\n")
-    return result
 
 
-def run_in_subprocess(cfg: DictConfig, output_dir: Path, overrides: list[str]) -> dict[str, Any]:
+def run_in_subprocess(cfg: DictConfig, output_dir: Path, overrides: list[str],
+                      extra_env: dict[str, str] | None = None) -> dict[str, Any]:
     """Run `python -m runner.job` on the resolved config, teeing its output into job.log."""
     output_dir.mkdir(parents=True, exist_ok=True)
     config_path = output_dir / ".hydra" / "resolved.yaml"
@@ -46,7 +72,7 @@ def run_in_subprocess(cfg: DictConfig, output_dir: Path, overrides: list[str]) -
                "--output-dir", str(output_dir)]
     for override in overrides:
         command += ["--override", override]
-    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    env = {**os.environ, "PYTHONUNBUFFERED": "1", **(extra_env or {})}
     with open(output_dir / "job.log", "wb") as log:
         child = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, env=env)
         assert child.stdout is not None
@@ -56,4 +82,6 @@ def run_in_subprocess(cfg: DictConfig, output_dir: Path, overrides: list[str]) -
             sys.stdout.buffer.flush()
             log.write(chunk)
         returncode = child.wait()
-    return results.read_or_crashed(output_dir, returncode)
+    result = results.read_or_crashed(output_dir, returncode)
+    report(result, output_dir)
+    return result

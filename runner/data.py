@@ -19,6 +19,8 @@ class Data:
     train: tf.data.Dataset  # batched, shuffled (image float32 [0,1] 28x28x1, label int)
     test: tf.data.Dataset  # batched, in a fixed order
     probe: np.ndarray  # the first `probe_size` test images: logits are compared on these
+    n_train: int
+    n_test: int
 
 
 def load(cfg: Any, global_batch: int) -> Data:
@@ -27,9 +29,11 @@ def load(cfg: Any, global_batch: int) -> Data:
         train, test = _digits(cfg.data.test_fraction, cfg.seed)
     else:
         train, test = _mnist(cfg.data.data_dir, cfg.data.download)
+    n_train, n_test = int(train.cardinality()), int(test.cardinality())
     train = train.cache().shuffle(cfg.data.shuffle_buffer, seed=cfg.seed).batch(global_batch)
     probe = next(iter(test.batch(cfg.verify.probe_size)))[0].numpy()
-    return Data(train=train, test=test.batch(global_batch), probe=probe)
+    return Data(train=train, test=test.batch(global_batch), probe=probe,
+                n_train=n_train, n_test=n_test)
 
 
 def scale(image: tf.Tensor, label: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:

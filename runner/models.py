@@ -56,6 +56,11 @@ class SubclassedCNN(tf.keras.Model):
         return x
 
 
+def predictor(model: tf.keras.Model):
+    """images -> logits, in inference mode."""
+    return lambda images: model(images, training=False)
+
+
 def has_traced_call(model: tf.keras.Model) -> bool:
     """Whether saving can find the forward pass: save_spec() in Keras 2, `built` in Keras 3."""
     if hasattr(model, "save_spec"):

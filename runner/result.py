@@ -8,11 +8,76 @@ from __future__ import annotations
 
 import json
 import os
+import sys
 from pathlib import Path
 from typing import Any
 
 FILENAME = "result.json"
-PHASES = ("data", "train", "save", "load", "verify", "continue")
+# The user's choices, one per config group, as result.json and MLflow tags name them.
+GROUPS = ("strategy", "load_strategy", "save_api", "load_api", "model", "data", "keras")
+MESSAGE_LIMIT = 2000
+
+
+def new_result(cfg: Any, out: Path, overrides: list[str]) -> dict[str, Any]:
+    """The result before anything ran: the combination, empty measurements."""
+    return {
+        "status": "running",
+        "phase": "train",
+        **{group: cfg[group].name for group in GROUPS},
+        "replicas": {"train": None, "load": None},
+        "error": None,
+        "max_abs_diff": None,
+        "tolerance": cfg.verify.tolerance,
+        "accuracy": {"after_train": None, "after_load": None, "after_continue": None},
+        "timings": {"train_s": None, "save_s": None, "load_s": None, "continue_s": None},
+        "throughput": {"train_examples_per_s": None, "continue_examples_per_s": None},
+        "history": {},
+        "artifact": None,
+        "artifact_bytes": None,
+        "io_device": cfg.io_device,
+        "notes": [],
+        "overrides": overrides,
+        "output_dir": str(out),
+        "devices": None,
+        "keras_module": None,
+        "versions": versions(),
+    }
+
+
+def set_error(result: dict[str, Any], e: BaseException, phase: str, hint: str | None) -> None:
+    """Mark the result failed (or interrupted, for Ctrl-C) by `e` in `phase`."""
+    result["status"] = "failed" if isinstance(e, Exception) else "interrupted"
+    result["error"] = {
+        "type": type(e).__name__,
+        "message": (str(e) or repr(e))[:MESSAGE_LIMIT],
+        "phase": phase,
+        "hint": hint,
+    }
+
+
+def not_started(cfg: Any, out: Path, overrides: list[str], e: BaseException,
+                phase: str) -> dict[str, Any]:
+    """A failed result for a job that could not start (e.g. its tracking server is down)."""
+    result = new_result(cfg, out, overrides)
+    result.pop("phase")
+    set_error(result, e, phase, None)
+    return result
+
+
+def versions() -> dict[str, str | None]:
+    """Python's and the libraries' versions, from package metadata (no import)."""
+    from importlib.metadata import PackageNotFoundError, version
+
+    found: dict[str, str | None] = {"python": sys.version.split()[0]}
+    for dist in ("tensorflow", "keras", "tf-keras", "tensorflow-hub", "tensorflow-datasets",
+                 "numpy", "hydra-core", "omegaconf", "mlflow"):
+        try:
+            found[dist] = version(dist)
+        except PackageNotFoundError:
+            found[dist] = None
+    return found
+
+
 
 
 def write(output_dir: Path, result: dict[str, Any]) -> None:
@@ -32,7 +97,7 @@ def read_or_crashed(output_dir: Path, returncode: int) -> dict[str, Any]:
         result = read(output_dir)
     except (FileNotFoundError, json.JSONDecodeError):
         result = {"status": "running", "phase": "data"}
-    if result.get("status") in ("passed", "failed"):
+    if result.get("status") in ("passed", "failed", "interrupted"):
         return result
     phase = result.get("phase", "data")
     result.update(

@@ -71,16 +71,3 @@ def keras_generation() -> str:
     import tensorflow as tf
 
     return tf.keras.Model.__module__.split(".")[0]
-
-
-def versions() -> dict[str, str | None]:
-    from importlib.metadata import PackageNotFoundError, version
-
-    found: dict[str, str | None] = {"python": sys.version.split()[0]}
-    for dist in ("tensorflow", "keras", "tf-keras", "tensorflow-hub", "tensorflow-datasets",
-                 "numpy", "hydra-core", "omegaconf"):
-        try:
-            found[dist] = version(dist)
-        except PackageNotFoundError:
-            found[dist] = None
-    return found

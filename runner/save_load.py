@@ -84,7 +84,7 @@ def load_keras(path: Path, io_device: str | None, options: Any) -> Loaded:
     if not isinstance(model, tf.keras.Model):
         # tf_keras falls back to a plain restored object when the SavedModel has no Keras metadata.
         raise TypeError(f"load_model returned a {type(model).__name__}, not a Keras model")
-    return Loaded(predict=lambda x: model(x, training=False), model=model, notes=notes)
+    return Loaded(predict=models.predictor(model), model=model, notes=notes)
 
 
 def load_saved_model(path: Path, io_device: str | None, options: Any) -> Loaded:
@@ -103,7 +103,7 @@ def load_hub(path: Path, io_device: str | None, options: Any) -> Loaded:
     outputs = hub.KerasLayer(loaded, trainable=True)(inputs)
     model = tf.keras.Model(inputs, outputs)
     models.compile_model(model, options.optimizer)
-    return Loaded(predict=lambda x: model(x, training=False), model=model, keep_alive=loaded)
+    return Loaded(predict=models.predictor(model), model=model, keep_alive=loaded)
 
 
 def load_tfsm_layer(path: Path, io_device: str | None, options: Any) -> Loaded:
@@ -113,7 +113,7 @@ def load_tfsm_layer(path: Path, io_device: str | None, options: Any) -> Loaded:
     model = tf.keras.Model(inputs, single_output(layer(inputs)))
     models.compile_model(model, options.optimizer)
     notes = _not_applied(io_device, "TFSMLayer takes no LoadOptions")
-    return Loaded(predict=lambda x: model(x, training=False), model=model, notes=notes)
+    return Loaded(predict=models.predictor(model), model=model, notes=notes)
 
 
 # Each takes (path, io_device, the load_api group's options).

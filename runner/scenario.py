@@ -40,24 +40,34 @@ def run(cfg: Any, out: Path, result: dict[str, Any]) -> None:
         model = build_model(cfg, strategy)
         if cfg.model.save_before_fit:
             result["caveat"] = save_before_fit(model, cfg.save_api.name, out)
-        result["timings"]["train_s"] = _timed(lambda: train(model, data, cfg.train.epochs, cfg))
+        with timed(result, "train_s"):
+            result["history"]["train"] = train(model, data.train, cfg.train.epochs, cfg)
+        result["throughput"]["train_examples_per_s"] = _rate(
+            data.n_train * cfg.train.epochs, result["timings"]["train_s"])
         if cfg.model.save_before_fit:
             result["caveat"]["traced_after_fit"] = models.has_traced_call(model)
-        result["accuracy"]["after_train"] = accuracy(lambda x: model(x, training=False), data.test)
+        result["accuracy"]["after_train"] = accuracy(models.predictor(model), data.test)
         saved_logits = model(data.probe, training=False).numpy()
     with phase("save"):
-        (path, notes), result["timings"]["save_s"] = _timed_value(
-            lambda: SAVERS[cfg.save_api.name](model, out, cfg.io_device))
+        with timed(result, "save_s"):
+            path, notes = SAVERS[cfg.save_api.name](model, out, cfg.io_device)
         result["artifact"] = str(path)
         result["artifact_bytes"] = artifact_bytes(path)
         result["notes"] += notes
-    fresh_keras_session(model)
+    if cfg.mlflow.enabled and cfg.mlflow.log_model:
+        with phase("mlflow_model"), timed(result, "mlflow_model_s"):
+            from runner import tracking
+
+            result["mlflow_model"] = tracking.log_keras_model(
+                model, data.probe, saved_logits, result["versions"])
+    del model  # from here on, only what is on disk
+    fresh_keras_session()
 
     with phase("load"):
         load_strategy = runtime.make_strategy(cfg.load_strategy)
         result["replicas"]["load"] = runtime.replicas(load_strategy)
-        loaded, result["timings"]["load_s"] = _timed_value(
-            lambda: load(path, cfg, load_strategy))
+        with timed(result, "load_s"):
+            loaded = load(path, cfg, load_strategy)
         result["notes"] += loaded.notes
     with phase("verify"):
         result["max_abs_diff"] = verify(loaded, data.probe, saved_logits, cfg.verify.tolerance)
@@ -65,8 +75,13 @@ def run(cfg: Any, out: Path, result: dict[str, Any]) -> None:
     with phase("continue"):
         load_data = datasets.load(
             cfg, cfg.train.batch_size_per_replica * runtime.replicas(load_strategy))
-        result["accuracy"]["after_continue"], result["timings"]["continue_s"] = _timed_value(
-            lambda: keep_going(loaded, load_data, load_strategy, cfg))
+        with timed(result, "continue_s"):
+            result["accuracy"]["after_continue"] = keep_going(
+                loaded, load_data, load_strategy, cfg, result["history"])
+        examples = (load_data.n_train * cfg.continue_epochs if loaded.model is not None
+                    else load_data.n_test)
+        result["throughput"]["continue_examples_per_s"] = _rate(
+            examples, result["timings"]["continue_s"])
     result["status"] = "passed"
 
 
@@ -80,8 +95,12 @@ def build_model(cfg: Any, strategy: tf.distribute.Strategy) -> tf.keras.Model:
     return model
 
 
-def train(model: tf.keras.Model, data: datasets.Data, epochs: int, cfg: Any) -> None:
-    model.fit(data.train, epochs=epochs, verbose=cfg.verbose)
+def train(model: tf.keras.Model, dataset: tf.data.Dataset, epochs: int,
+          cfg: Any) -> dict[str, list[float]]:
+    """model.fit; returns the per-epoch loss and accuracy."""
+    history = model.fit(dataset, epochs=epochs, verbose=cfg.verbose).history
+    return {("accuracy" if name.endswith("accuracy") else name): [float(v) for v in values]
+            for name, values in history.items()}
 
 
 def save_before_fit(model: tf.keras.Model, save_api: str, out: Path) -> dict[str, Any]:
@@ -129,19 +148,18 @@ def verify(loaded: Loaded, probe: np.ndarray, saved_logits: np.ndarray, toleranc
 
 
 def keep_going(loaded: Loaded, data: datasets.Data, strategy: tf.distribute.Strategy | None,
-               cfg: Any) -> float | None:
+               cfg: Any, history: dict[str, Any]) -> float | None:
     """Keep training a trainable model; otherwise run (distributed) inference. Test accuracy."""
     if loaded.model is not None:
         if cfg.continue_epochs == 0:
             return None
-        loaded.model.fit(data.train, epochs=cfg.continue_epochs, verbose=cfg.verbose)
+        history["continue"] = train(loaded.model, data.train, cfg.continue_epochs, cfg)
         return accuracy(loaded.predict, data.test)
     return distributed_accuracy(loaded.predict, data.test, strategy)
 
 
-def fresh_keras_session(model: tf.keras.Model) -> None:
-    """Forget the trained model so that loading starts from what is on disk only."""
-    del model
+def fresh_keras_session() -> None:
+    """Reset Keras' global state (layer names, legacy graph) before loading, as a new process."""
     tf.keras.backend.clear_session()
     gc.collect()
 
@@ -151,8 +169,7 @@ def fresh_keras_session(model: tf.keras.Model) -> None:
 def accuracy(predict: Callable[[Any], Any], test: tf.data.Dataset) -> float:
     correct = total = 0
     for images, labels in test:
-        logits = predict(images)
-        correct += int(tf.reduce_sum(tf.cast(tf.argmax(logits, -1) == labels, tf.int64)))
+        correct += int(_hits(predict(images), labels))
         total += int(labels.shape[0])
     return correct / total
 
@@ -164,8 +181,7 @@ def distributed_accuracy(predict: Callable[[Any], Any], test: tf.data.Dataset,
         return accuracy(predict, test)
 
     def step(images: tf.Tensor, labels: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
-        hits = tf.cast(tf.argmax(predict(images), -1) == labels, tf.int64)
-        return tf.reduce_sum(hits), tf.size(labels, out_type=tf.int64)
+        return _hits(predict(images), labels), tf.size(labels, out_type=tf.int64)
 
     correct = total = 0
     for images, labels in strategy.experimental_distribute_dataset(test):
@@ -173,6 +189,14 @@ def distributed_accuracy(predict: Callable[[Any], Any], test: tf.data.Dataset,
         correct += int(strategy.reduce(tf.distribute.ReduceOp.SUM, hits, axis=None))
         total += int(strategy.reduce(tf.distribute.ReduceOp.SUM, count, axis=None))
     return correct / total
+
+
+def _rate(examples: int, seconds: float) -> float | None:
+    return round(examples / seconds, 1) if examples > 0 and seconds > 0 else None
+
+
+def _hits(logits: tf.Tensor, labels: tf.Tensor) -> tf.Tensor:
+    return tf.reduce_sum(tf.cast(tf.argmax(logits, -1) == labels, tf.int64))
 
 
 # ---- bookkeeping -----------------------------------------------------------------------------
@@ -187,11 +211,9 @@ def _phase_recorder(out: Path, result: dict[str, Any]):
     return phase
 
 
-def _timed(fn: Callable[[], Any]) -> float:
-    return _timed_value(fn)[1]
-
-
-def _timed_value(fn: Callable[[], Any]) -> tuple[Any, float]:
+@contextlib.contextmanager
+def timed(result: dict[str, Any], key: str) -> Iterator[None]:
+    """Record the block's wall time in result["timings"][key], in seconds."""
     start = time.perf_counter()
-    value = fn()
-    return value, round(time.perf_counter() - start, 4)
+    yield
+    result["timings"][key] = round(time.perf_counter() - start, 4)

@@ -104,6 +104,17 @@ class Verify:
 
 
 @dataclass
+class Mlflow:
+    enabled: bool = MISSING
+    tracking_uri: str | None = MISSING
+    store_dir: str | None = MISSING
+    experiment_name: str = MISSING
+    log_model: bool = MISSING
+    http_timeout_s: int = MISSING
+    http_max_retries: int = MISSING
+
+
+@dataclass
 class Config:
     # Group nodes take the type of the option's own schema (see OPTION_SCHEMAS).
     strategy: Any = MISSING
@@ -119,6 +130,7 @@ class Config:
     verify: Verify = field(default_factory=Verify)
     io_device: str | None = None
     verbose: int = MISSING
+    mlflow: Mlflow = field(default_factory=Mlflow)
 
 
 # conf/<group>/<option>.yaml starts with `defaults: [/schema/<group>/<option>@_here_, _self_]`.
@@ -165,6 +177,8 @@ _RANGES: list[tuple[str, Any, str]] = [
     ("data.shuffle_buffer", lambda v: v >= 1, "an integer >= 1"),
     ("data.test_fraction", lambda v: v is None or 0 < v < 1, "a number in (0, 1)"),
     ("verbose", lambda v: v in (0, 1, 2), "0, 1 or 2"),
+    ("mlflow.http_timeout_s", lambda v: v >= 1, "an integer >= 1"),
+    ("mlflow.http_max_retries", lambda v: v >= 0, "an integer >= 0"),
 ]
 
 

@@ -11,8 +11,9 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
-# Tiny but real: digits, one epoch each side, quiet Keras.
-FAST = ["train.epochs=1", "continue_epochs=1", "verbose=0"]
+# Tiny but real: digits, one epoch each side, quiet Keras. MLflow tracking is tested on its own
+# (tests/test_tracking.py) and off elsewhere, so that tests never write the repository's store.
+FAST = ["train.epochs=1", "continue_epochs=1", "verbose=0", "mlflow.enabled=false"]
 
 
 def runner(*args: str, env: dict[str, str] | None = None, timeout: float = 600):

@@ -1,0 +1,232 @@
+"""Every job one MLflow run: params, tags, metrics, artifacts and status.
+
+The Hydra process opens the run before the job process starts and closes it after that process
+ends, whatever happened to it, so a crashed job never leaves a run RUNNING. The job process only
+adds the MLflow model (it alone holds the trained Keras model): see `log_keras_model`.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator, Mapping
+from pathlib import Path
+from typing import Any
+
+import mlflow
+from mlflow.entities import Metric, Param, RunTag
+from mlflow.tracking import MlflowClient
+from mlflow.utils.validation import MAX_PARAM_VAL_LENGTH
+
+from runner.result import GROUPS
+
+# The embedded store, absolute, whatever the working directory: <repository>/outputs/mlflow.
+DEFAULT_STORE_DIR = Path(__file__).resolve().parents[1] / "outputs" / "mlflow"
+RUN_ID_ENV = "MLFLOW_RUN_ID"
+
+
+class TrackingUnavailableError(RuntimeError):
+    """The tracking store or server could not be reached."""
+
+
+def configure(mcfg: Any) -> tuple[str, str | None]:
+    """Point MLflow at the configured store; return (tracking URI, artifact location or None).
+
+    Also shortens MLflow's HTTP retries (defaults: 7 retries, 120 s timeout) so that an
+    unreachable server is reported in seconds; the job process inherits the same settings.
+    """
+    os.environ["MLFLOW_HTTP_REQUEST_MAX_RETRIES"] = str(mcfg.http_max_retries)
+    os.environ["MLFLOW_HTTP_REQUEST_TIMEOUT"] = str(mcfg.http_timeout_s)
+    os.environ["MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR"] = "1"
+    if mcfg.tracking_uri:
+        uri, artifacts = mcfg.tracking_uri, None  # a server chooses its own artifact store
+    else:
+        store = Path(mcfg.store_dir or DEFAULT_STORE_DIR).resolve()
+        store.mkdir(parents=True, exist_ok=True)
+        uri, artifacts = f"sqlite:///{store / 'mlflow.db'}", (store / "artifacts").as_uri()
+    os.environ["MLFLOW_TRACKING_URI"] = uri
+    mlflow.set_tracking_uri(uri)
+    return uri, artifacts
+
+
+def start(cfg: Any, output_dir: Path, overrides: list[str]) -> str:
+    """Create the job's run with its params and tags; return the run id."""
+    uri, artifacts = configure(cfg.mlflow)
+    client = MlflowClient(uri)
+    try:
+        experiment = client.get_experiment_by_name(cfg.mlflow.experiment_name)
+        experiment_id = (experiment.experiment_id if experiment else client.create_experiment(
+            cfg.mlflow.experiment_name, artifact_location=artifacts))
+        run = client.create_run(experiment_id, run_name=run_name(cfg), tags=start_tags(
+            cfg, output_dir, overrides))
+    except Exception as e:
+        raise TrackingUnavailableError(
+            f"MLflow tracking at {uri} is unavailable: {type(e).__name__}: {_first_line(e)}. "
+            "Check mlflow.tracking_uri (or MLFLOW_TRACKING_URI), or run with "
+            "mlflow.enabled=false.") from e
+    client.log_batch(run.info.run_id, params=[Param(k, v) for k, v in params(cfg).items()])
+    return run.info.run_id
+
+
+def finish(run_id: str, result: Mapping[str, Any], output_dir: Path) -> None:
+    """Log the job's measurements and files, then close the run with the job's outcome."""
+    client = MlflowClient()
+    try:
+        client.log_batch(run_id, metrics=list(metrics(result)), tags=[
+            RunTag(k, v) for k, v in result_tags(result).items()])
+        log_files(client, run_id, result, output_dir)
+    finally:
+        client.set_terminated(run_id, status=run_status(result["status"]))
+
+
+def abort(run_id: str) -> None:
+    """Close the run as KILLED (the Hydra process is being interrupted)."""
+    MlflowClient().set_terminated(run_id, status="KILLED")
+
+
+# ---- what a run holds ------------------------------------------------------------------------
+
+def run_name(cfg: Any) -> str:
+    """The combination at a glance, e.g. 'keras→saved_model v3 mirrored→none sequential digits'."""
+    return (f"{cfg.save_api.name}→{cfg.load_api.name} {cfg.keras.name} "
+            f"{cfg.strategy.name}→{cfg.load_strategy.name} {cfg.model.name} {cfg.data.name}")
+
+
+def params(cfg: Any) -> dict[str, str]:
+    """The resolved config as dotted keys, values cut to MLflow's length limit."""
+    from omegaconf import OmegaConf
+
+    flat = dict(_flatten(OmegaConf.to_container(cfg, resolve=True)))
+    return {k: str(v)[:MAX_PARAM_VAL_LENGTH] for k, v in flat.items()}
+
+
+def start_tags(cfg: Any, output_dir: Path, overrides: list[str]) -> dict[str, str]:
+    tags = {group: str(cfg[group].name) for group in GROUPS}
+    tags.update({
+        "status": "running",
+        "overrides": " ".join(overrides) or "(defaults)",
+        "output_dir": str(output_dir),
+        "mlflow.note.content": f"python -m runner {' '.join(overrides)}".strip(),
+    })
+    return tags
+
+
+def result_tags(result: Mapping[str, Any]) -> dict[str, str]:
+    versions = result.get("versions") or {}
+    tags = {
+        "status": result["status"],
+        "tensorflow_version": str(versions.get("tensorflow")),
+        "keras_version": str(versions.get("keras")),
+        "tf_keras_version": str(versions.get("tf-keras")),
+        "keras_module": str(result.get("keras_module")),
+    }
+    if result.get("error"):
+        tags.update(error_type=result["error"]["type"], error_phase=result["error"]["phase"],
+                    error_message=_first_line(result["error"]["message"])[:5000])
+        if result["error"].get("hint"):
+            tags["error_hint"] = result["error"]["hint"]
+    mlflow_model = result.get("mlflow_model") or {}
+    if mlflow_model.get("model_uri"):
+        tags["mlflow_model_uri"] = mlflow_model["model_uri"]
+    return tags
+
+
+def metrics(result: Mapping[str, Any]) -> Iterator[Metric]:
+    """Per-epoch curves (step = epoch) of both phases, then the job's single numbers."""
+    import time
+
+    now = int(time.time() * 1000)
+    for phase, history in (result.get("history") or {}).items():
+        for name, values in history.items():
+            for epoch, value in enumerate(values):
+                yield Metric(f"{phase}_{name}", float(value), now, epoch)
+    singles = {
+        **{f"accuracy_{k}": v for k, v in (result.get("accuracy") or {}).items()},
+        **(result.get("timings") or {}),
+        **(result.get("throughput") or {}),
+        "max_abs_diff": result.get("max_abs_diff"),
+        "artifact_bytes": result.get("artifact_bytes"),
+    }
+    for name, value in singles.items():
+        if value is not None:
+            yield Metric(name, float(value), now, 0)
+
+
+def log_files(client: MlflowClient, run_id: str, result: Mapping[str, Any],
+              output_dir: Path) -> None:
+    """The saved model as written, Hydra's configs, the log, the result, curves, traceback."""
+    for name in ("result.json", "job.log", "traceback.txt"):
+        if (output_dir / name).exists():
+            client.log_artifact(run_id, str(output_dir / name))
+    if (output_dir / ".hydra").is_dir():
+        client.log_artifacts(run_id, str(output_dir / ".hydra"), ".hydra")
+    artifact = Path(result["artifact"]) if result.get("artifact") else None
+    if artifact is not None and artifact.is_file():
+        client.log_artifact(run_id, str(artifact), "saved_model")
+    elif artifact is not None and artifact.is_dir():
+        client.log_artifacts(run_id, str(artifact), f"saved_model/{artifact.name}")
+    if result.get("history"):
+        client.log_figure(run_id, curves_figure(result["history"]), "curves.png")
+
+
+def curves_figure(history: Mapping[str, Mapping[str, list[float]]]) -> Any:
+    """Loss and accuracy per epoch, training then continued, on one epoch axis."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(1, 2, figsize=(9, 3.5))
+    offset = 0
+    for phase, curves in history.items():
+        n = max((len(v) for v in curves.values()), default=0)
+        epochs = list(range(offset + 1, offset + n + 1))
+        for ax, name in zip(axes, ("loss", "accuracy"), strict=True):
+            if curves.get(name):
+                ax.plot(epochs, curves[name], marker="o", label=phase)
+        offset += n
+    for ax, name in zip(axes, ("loss", "accuracy"), strict=True):
+        ax.set(xlabel="epoch", title=name)
+        ax.legend()
+    fig.tight_layout()
+    plt.close(fig)
+    return fig
+
+
+def run_status(status: str) -> str:
+    return {"passed": "FINISHED", "interrupted": "KILLED"}.get(status, "FAILED")
+
+
+# ---- the job process's part ------------------------------------------------------------------
+
+def log_keras_model(model: Any, probe: Any, logits: Any,
+                    versions: Mapping[str, str | None]) -> dict[str, Any]:
+    """Log the trained model with MLflow's TensorFlow flavour, signature inferred from the probe.
+    Returns what result.json records: the model URI, or why it could not be logged."""
+    import mlflow.tensorflow
+    from mlflow.models import Model, infer_signature
+
+    # Given, MLflow need not infer the requirements by loading the model in a subprocess (~15 s).
+    requirements = [f"{dist}=={versions[dist]}" for dist in ("tensorflow", "keras", "tf-keras")
+                    if versions.get(dist)]
+    try:
+        info = Model.log(
+            None, name="model", flavor=mlflow.tensorflow, run_id=os.environ[RUN_ID_ENV],
+            model=model, signature=infer_signature(probe, logits), pip_requirements=requirements)
+    except Exception as e:  # recorded, not fatal: the scenario's own save/load is the subject
+        return {"logged": False, "error": f"{type(e).__name__}: {_first_line(e)}"}
+    return {"logged": True, "model_uri": info.model_uri}
+
+
+# ---- helpers ---------------------------------------------------------------------------------
+
+def _flatten(node: Any, prefix: str = "") -> Iterator[tuple[str, Any]]:
+    if isinstance(node, Mapping):
+        for key, value in node.items():
+            yield from _flatten(value, f"{prefix}{key}.")
+    else:
+        yield prefix[:-1], node
+
+
+def _first_line(e: BaseException | str) -> str:
+    text = str(e).strip()
+    return text.splitlines()[0] if text else repr(e)

@@ -1,0 +1,195 @@
+"""MLflow tracking against a real store: a sqlite file, and a real `mlflow server`."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+import pytest
+from conftest import ROOT, read_result, runner
+from mlflow.tracking import MlflowClient
+
+TRACKED = ["verbose=0", "train.epochs=2", "continue_epochs=2"]
+
+
+def only_run(client: MlflowClient):
+    experiment = client.get_experiment_by_name("runner-save-load")
+    (run,) = client.search_runs([experiment.experiment_id])
+    return run
+
+
+def artifact_paths(client: MlflowClient, run_id: str, path: str | None = None) -> set[str]:
+    found = set()
+    for item in client.list_artifacts(run_id, path):
+        found |= artifact_paths(client, run_id, item.path) if item.is_dir else {item.path}
+    return found
+
+
+@pytest.fixture
+def store(tmp_path):
+    """An embedded store in tmp_path; returns (overrides, client)."""
+    store_dir = tmp_path / "mlflow"
+    return [f"mlflow.store_dir={store_dir}"], MlflowClient(f"sqlite:///{store_dir}/mlflow.db")
+
+
+def test_passed_job_is_a_complete_run(tmp_path, store):
+    overrides, client = store
+    proc = runner(f"hydra.run.dir={tmp_path}/run", *TRACKED, *overrides)
+    assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-2000:]
+    result = read_result(tmp_path / "run")
+    run = only_run(client)
+    assert run.info.status == "FINISHED"
+    assert run.info.run_name == "keras→keras v3 default→none sequential digits"
+
+    params = run.data.params
+    assert params["train.epochs"] == "2" and params["strategy.name"] == "default"
+    assert params["mlflow.store_dir"] == str(tmp_path / "mlflow")
+    tags = run.data.tags
+    for group in ("strategy", "load_strategy", "save_api", "load_api", "model", "data", "keras"):
+        assert tags[group] == result[group]
+    assert tags["status"] == "passed" and "error_type" not in tags
+    assert tags["tensorflow_version"] == result["versions"]["tensorflow"]
+    assert tags["output_dir"] == str(tmp_path / "run")
+    assert "train.epochs=2" in tags["overrides"]
+
+    for key in ("train_loss", "train_accuracy", "continue_loss", "continue_accuracy"):
+        history = client.get_metric_history(run.info.run_id, key)
+        assert [m.step for m in history] == [0, 1], key
+    phase, metric = "train", "loss"
+    assert [m.value for m in client.get_metric_history(run.info.run_id, f"{phase}_{metric}")] \
+        == pytest.approx(result["history"][phase][metric])
+    m = run.data.metrics
+    assert m["accuracy_after_load"] == pytest.approx(result["accuracy"]["after_load"])
+    assert m["max_abs_diff"] == result["max_abs_diff"]
+    assert m["artifact_bytes"] == result["artifact_bytes"]
+    assert m["train_examples_per_s"] > 0 and m["save_s"] > 0 and m["load_s"] > 0
+
+    artifacts = artifact_paths(client, run.info.run_id)
+    assert {"result.json", "job.log", "curves.png", "saved_model/model.keras",
+            ".hydra/config.yaml", ".hydra/overrides.yaml"} <= artifacts
+    assert "traceback.txt" not in artifacts
+
+    # The MLflow model: logged with a signature, servable by pyfunc in a fresh process.
+    model_uri = result["mlflow_model"]["model_uri"]
+    assert tags["mlflow_model_uri"] == model_uri
+    serve = (
+        "import sys, mlflow, numpy as np; mlflow.set_tracking_uri(sys.argv[1]);"
+        "m = mlflow.pyfunc.load_model(sys.argv[2]);"
+        "print(m.metadata.signature.inputs.to_json());"
+        "print(np.asarray(m.predict(np.zeros((3, 28, 28, 1), np.float32))).shape)"
+    )
+    proc = subprocess.run([sys.executable, "-c", serve, client.tracking_uri, model_uri],
+                          capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert proc.stdout.strip().splitlines()[-1] == "(3, 10)"
+
+
+def test_failed_job_is_a_failed_run_with_its_traceback(tmp_path, store):
+    overrides, client = store
+    proc = runner(f"hydra.run.dir={tmp_path}/run", *TRACKED, "save_api=keras_saved_model",
+                  *overrides)
+    assert proc.returncode == 1
+    run = only_run(client)
+    assert run.info.status == "FAILED"
+    tags = run.data.tags
+    assert (tags["status"], tags["error_type"], tags["error_phase"]) == (
+        "failed", "ValueError", "save")
+    assert "Invalid filepath extension" in tags["error_message"] and tags["error_hint"]
+    assert "traceback.txt" in artifact_paths(client, run.info.run_id)
+    assert "accuracy_after_train" in run.data.metrics  # what ran before the failure counts
+
+
+def test_killed_job_process_never_leaves_a_running_run(tmp_path, store):
+    overrides, client = store
+    job_dir = tmp_path / "run"
+    parent = subprocess.Popen(
+        [sys.executable, "-m", "runner", f"hydra.run.dir={job_dir}", "verbose=0",
+         "train.epochs=50", *overrides],
+        cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline:  # wait until the job process is training
+        if (job_dir / "result.json").exists() and read_result(job_dir).get("phase") == "train" \
+                and read_result(job_dir).get("devices"):
+            break
+        time.sleep(0.5)
+    job = subprocess.run(["pgrep", "-f", f"runner.job {job_dir}"], capture_output=True, text=True)
+    os.kill(int(job.stdout.split()[0]), signal.SIGKILL)
+    out, _ = parent.communicate(timeout=120)
+    assert parent.returncode == 1, out[-2000:]
+    result = read_result(job_dir)
+    assert result["error"]["type"] == "JobCrashed" and result["error"]["phase"] == "train"
+    run = only_run(client)
+    assert run.info.status == "FAILED" and run.data.tags["error_type"] == "JobCrashed"
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture
+def mlflow_server(tmp_path):
+    """A real `mlflow server` (sqlite backend, proxied artifacts) on 127.0.0.1."""
+    port = free_port()
+    server = subprocess.Popen(
+        [sys.executable, "-m", "mlflow", "server", "--host", "127.0.0.1", "--port", str(port),
+         "--backend-store-uri", f"sqlite:///{tmp_path}/server.db",
+         "--artifacts-destination", str(tmp_path / "server-artifacts"), "--workers", "1"],
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+    url = f"http://127.0.0.1:{port}"
+    deadline = time.monotonic() + 120
+    while True:
+        try:
+            with urllib.request.urlopen(f"{url}/health", timeout=2) as response:
+                if response.status == 200:
+                    break
+        except OSError:
+            if time.monotonic() > deadline or server.poll() is not None:
+                server.kill()
+                pytest.fail("mlflow server did not become healthy")
+            time.sleep(0.5)
+    yield url, tmp_path / "server-artifacts"
+    os.killpg(server.pid, signal.SIGTERM)
+    server.wait(timeout=30)
+
+
+def test_job_against_a_real_tracking_server(tmp_path, mlflow_server):
+    url, artifacts_dir = mlflow_server
+    proc = runner(f"hydra.run.dir={tmp_path}/run", *TRACKED, f"mlflow.tracking_uri={url}")
+    assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-2000:]
+    client = MlflowClient(url)
+    run = only_run(client)
+    assert run.info.status == "FINISHED"
+    assert len(client.get_metric_history(run.info.run_id, "train_loss")) == 2
+    assert {"result.json", "saved_model/model.keras", "curves.png"} <= artifact_paths(
+        client, run.info.run_id)
+    # The artifacts went through the server into its --artifacts-destination.
+    local = client.download_artifacts(run.info.run_id, "result.json", str(tmp_path))
+    assert json.loads(Path(local).read_text()) == read_result(tmp_path / "run")
+    assert any(artifacts_dir.rglob("model.keras"))
+    assert run.data.tags["mlflow_model_uri"].startswith("models:/")
+
+
+def test_unreachable_server_fails_fast_and_clearly(tmp_path):
+    """A server that accepts connections but never answers: MLflow's shortened retries end the
+    job within the bound the README gives (about 30 s), naming the URI."""
+    with socket.socket() as black_hole:
+        black_hole.bind(("127.0.0.1", 0))
+        black_hole.listen(64)
+        url = f"http://127.0.0.1:{black_hole.getsockname()[1]}"
+        start = time.monotonic()
+        proc = runner(f"hydra.run.dir={tmp_path}/run", "verbose=0", f"mlflow.tracking_uri={url}")
+        elapsed = time.monotonic() - start
+    assert proc.returncode == 1
+    assert f"MLflow tracking at {url} is unavailable" in proc.stdout
+    result = read_result(tmp_path / "run")
+    assert result["status"] == "failed" and result["error"]["phase"] == "tracking"
+    assert elapsed < 45, f"took {elapsed:.0f} s"
