@@ -45,7 +45,7 @@ def run_tracked(cfg: DictConfig, output_dir: Path, overrides: list[str]) -> dict
         report(result, output_dir)
         return result
     try:
-        result = run_in_subprocess(cfg, output_dir, overrides, {tracking.RUN_ID_ENV: run_id})
+        result = run_in_subprocess(cfg, output_dir, overrides, tracking.job_env(run_id))
     except BaseException:
         tracking.abort(run_id)
         raise

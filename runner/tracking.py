@@ -43,13 +43,13 @@ def configure(mcfg: Any) -> tuple[str, str | None]:
         store = Path(mcfg.store_dir or DEFAULT_STORE_DIR).resolve()
         store.mkdir(parents=True, exist_ok=True)
         uri, artifacts = f"sqlite:///{store / 'mlflow.db'}", (store / "artifacts").as_uri()
-    os.environ["MLFLOW_TRACKING_URI"] = uri
-    mlflow.set_tracking_uri(uri)
+    mlflow.set_tracking_uri(uri)  # not os.environ: the next job of a sweep resolves its own
     return uri, artifacts
 
 
 def start(cfg: Any, output_dir: Path, overrides: list[str]) -> str:
-    """Create the job's run with its params and tags; return the run id."""
+    """Create the job's run with its params and tags; return the run id.
+    The job process finds the run through `job_env(run_id)`."""
     uri, artifacts = configure(cfg.mlflow)
     client = MlflowClient(uri)
     try:
@@ -65,6 +65,11 @@ def start(cfg: Any, output_dir: Path, overrides: list[str]) -> str:
             "mlflow.enabled=false.") from e
     client.log_batch(run.info.run_id, params=[Param(k, v) for k, v in params(cfg).items()])
     return run.info.run_id
+
+
+def job_env(run_id: str) -> dict[str, str]:
+    """What the job process needs to add to this run (it logs the MLflow model)."""
+    return {RUN_ID_ENV: run_id, "MLFLOW_TRACKING_URI": mlflow.get_tracking_uri()}
 
 
 def finish(run_id: str, result: Mapping[str, Any], output_dir: Path) -> None:
@@ -214,7 +219,12 @@ def log_keras_model(model: Any, probe: Any, logits: Any,
             model=model, signature=infer_signature(probe, logits), pip_requirements=requirements)
     except Exception as e:  # recorded, not fatal: the scenario's own save/load is the subject
         return {"logged": False, "error": f"{type(e).__name__}: {_first_line(e)}"}
-    return {"logged": True, "model_uri": info.model_uri}
+    logged: dict[str, Any] = {"logged": True, "model_uri": info.model_uri}
+    if type(model).__module__.startswith("tf_keras"):
+        # Measured: Keras 3 cannot read tf_keras' saved optimizer config ('Argument(s) not
+        # recognized: jit_compile, is_legacy_optimizer'); the serving process needs tf_keras too.
+        logged["serving_env"] = {"TF_USE_LEGACY_KERAS": "1"}
+    return logged
 
 
 # ---- helpers ---------------------------------------------------------------------------------

@@ -39,14 +39,15 @@ def store(tmp_path):
     return [f"mlflow.store_dir={store_dir}"], MlflowClient(f"sqlite:///{store_dir}/mlflow.db")
 
 
-def test_passed_job_is_a_complete_run(tmp_path, store):
+@pytest.mark.parametrize("keras", ["v3", "legacy"])
+def test_passed_job_is_a_complete_run(tmp_path, store, keras):
     overrides, client = store
-    proc = runner(f"hydra.run.dir={tmp_path}/run", *TRACKED, *overrides)
+    proc = runner(f"hydra.run.dir={tmp_path}/run", *TRACKED, f"keras={keras}", *overrides)
     assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-2000:]
     result = read_result(tmp_path / "run")
     run = only_run(client)
     assert run.info.status == "FINISHED"
-    assert run.info.run_name == "keras→keras v3 default→none sequential digits"
+    assert run.info.run_name == f"keras→keras {keras} default→none sequential digits"
 
     params = run.data.params
     assert params["train.epochs"] == "2" and params["strategy.name"] == "default"
@@ -85,8 +86,12 @@ def test_passed_job_is_a_complete_run(tmp_path, store):
         "print(m.metadata.signature.inputs.to_json());"
         "print(np.asarray(m.predict(np.zeros((3, 28, 28, 1), np.float32))).shape)"
     )
+    # A tf_keras model is served by a process that selects tf_keras too (result says so).
+    serving_env = result["mlflow_model"].get("serving_env", {})
+    assert serving_env == ({"TF_USE_LEGACY_KERAS": "1"} if keras == "legacy" else {})
     proc = subprocess.run([sys.executable, "-c", serve, client.tracking_uri, model_uri],
-                          capture_output=True, text=True, timeout=300)
+                          capture_output=True, text=True, timeout=300,
+                          env={**os.environ, **serving_env})
     assert proc.returncode == 0, proc.stderr[-2000:]
     assert proc.stdout.strip().splitlines()[-1] == "(3, 10)"
 
