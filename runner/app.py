@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from hydra.core.hydra_config import HydraConfig
+from hydra.types import RunMode
 from omegaconf import DictConfig, OmegaConf
 
 from runner import result as results
@@ -38,19 +39,31 @@ def run_tracked(cfg: DictConfig, output_dir: Path, overrides: list[str]) -> dict
     from runner import tracking  # MLflow costs seconds to import: job time, not config time
 
     try:
-        run_id = tracking.start(cfg, output_dir, overrides)
+        run = tracking.start(cfg, output_dir, overrides, sweep_parent())
     except tracking.TrackingUnavailableError as e:
         result = results.not_started(cfg, output_dir, overrides, e, phase="tracking")
         results.write(output_dir, result)
         report(result, output_dir)
         return result
     try:
-        result = run_in_subprocess(cfg, output_dir, overrides, tracking.job_env(run_id))
+        result = run_in_subprocess(cfg, output_dir, overrides, tracking.job_env(run))
     except BaseException:
-        tracking.abort(run_id)
+        tracking.abort(run)
         raise
-    tracking.finish(run_id, result, output_dir)
+    tracking.finish(run, result, output_dir)
     return result
+
+
+def sweep_parent() -> tuple[str, int] | None:
+    """In a multirun: the MLflow parent run the launching process opened (see runner.sweep),
+    and this job's number."""
+    from runner.sweep import parent_run_id
+
+    hydra_cfg = HydraConfig.get()
+    if hydra_cfg.mode != RunMode.MULTIRUN:
+        return None
+    parent = parent_run_id(Path(hydra_cfg.sweep.dir))
+    return (parent, hydra_cfg.job.num) if parent else None
 
 
 def report(result: dict[str, Any], output_dir: Path) -> None:

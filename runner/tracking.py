@@ -9,10 +9,10 @@ from __future__ import annotations
 
 import os
 from collections.abc import Iterator, Mapping
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import mlflow
 from mlflow.entities import Metric, Param, RunTag
 from mlflow.tracking import MlflowClient
 from mlflow.utils.validation import MAX_PARAM_VAL_LENGTH
@@ -28,11 +28,23 @@ class TrackingUnavailableError(RuntimeError):
     """The tracking store or server could not be reached."""
 
 
+@dataclass(frozen=True)
+class TrackedRun:
+    uri: str
+    run_id: str
+
+    @property
+    def client(self) -> MlflowClient:
+        return MlflowClient(self.uri)
+
+
 def configure(mcfg: Any) -> tuple[str, str | None]:
-    """Point MLflow at the configured store; return (tracking URI, artifact location or None).
+    """The configured store: (tracking URI, artifact location or None).
 
     Also shortens MLflow's HTTP retries (defaults: 7 retries, 120 s timeout) so that an
     unreachable server is reported in seconds; the job process inherits the same settings.
+    The URI is passed explicitly, never through mlflow.set_tracking_uri: that also sets
+    MLFLOW_TRACKING_URI in os.environ, which the next job of a sweep would read as its config.
     """
     os.environ["MLFLOW_HTTP_REQUEST_MAX_RETRIES"] = str(mcfg.http_max_retries)
     os.environ["MLFLOW_HTTP_REQUEST_TIMEOUT"] = str(mcfg.http_timeout_s)
@@ -43,49 +55,77 @@ def configure(mcfg: Any) -> tuple[str, str | None]:
         store = Path(mcfg.store_dir or DEFAULT_STORE_DIR).resolve()
         store.mkdir(parents=True, exist_ok=True)
         uri, artifacts = f"sqlite:///{store / 'mlflow.db'}", (store / "artifacts").as_uri()
-    mlflow.set_tracking_uri(uri)  # not os.environ: the next job of a sweep resolves its own
     return uri, artifacts
 
 
-def start(cfg: Any, output_dir: Path, overrides: list[str]) -> str:
-    """Create the job's run with its params and tags; return the run id.
-    The job process finds the run through `job_env(run_id)`."""
-    uri, artifacts = configure(cfg.mlflow)
+def start(cfg: Any, output_dir: Path, overrides: list[str], sweep: tuple[str, int] | None = None,
+          ) -> TrackedRun:
+    """Create the job's run with its params and tags. `sweep`: the parent run and this job's
+    number in it. The job process finds the run through `job_env(run)`."""
+    tags = start_tags(cfg, output_dir, overrides)
+    if sweep is not None:
+        tags["mlflow.parentRunId"], tags["job_num"] = sweep[0], str(sweep[1])
+    run = _create_run(cfg.mlflow, run_name(cfg), tags)
+    run.client.log_batch(run.run_id, params=[Param(k, v) for k, v in params(cfg).items()])
+    return run
+
+
+def start_parent(cfg: Any, sweep_dir: Path) -> TrackedRun:
+    """The sweep's parent run; creating it also creates the store and the experiment, once,
+    before parallel jobs start (several processes creating a fresh sqlite store collide)."""
+    swept = " ".join(cfg.hydra.overrides.task)
+    return _create_run(cfg.mlflow, f"sweep {sweep_dir.name}: {swept}"[:250], {
+        "runner.sweep": "true", "sweep_dir": str(sweep_dir), "overrides": swept or "(defaults)",
+        "status": "running"})
+
+
+def finish_parent(run: TrackedRun, matrix_files: Mapping[str, Path], sweep_dir: Path) -> None:
+    client = run.client
+    try:
+        for path in matrix_files.values():
+            client.log_artifact(run.run_id, str(path), "matrix")
+        if (sweep_dir / "multirun.yaml").exists():
+            client.log_artifact(run.run_id, str(sweep_dir / "multirun.yaml"))
+        client.set_tag(run.run_id, "status", "finished")
+    finally:
+        client.set_terminated(run.run_id, status="FINISHED")
+
+
+def _create_run(mcfg: Any, name: str, tags: dict[str, str]) -> TrackedRun:
+    uri, artifacts = configure(mcfg)
     client = MlflowClient(uri)
     try:
-        experiment = client.get_experiment_by_name(cfg.mlflow.experiment_name)
+        experiment = client.get_experiment_by_name(mcfg.experiment_name)
         experiment_id = (experiment.experiment_id if experiment else client.create_experiment(
-            cfg.mlflow.experiment_name, artifact_location=artifacts))
-        run = client.create_run(experiment_id, run_name=run_name(cfg), tags=start_tags(
-            cfg, output_dir, overrides))
+            mcfg.experiment_name, artifact_location=artifacts))
+        run = client.create_run(experiment_id, run_name=name, tags=tags)
+        return TrackedRun(uri, run.info.run_id)
     except Exception as e:
         raise TrackingUnavailableError(
             f"MLflow tracking at {uri} is unavailable: {type(e).__name__}: {_first_line(e)}. "
             "Check mlflow.tracking_uri (or MLFLOW_TRACKING_URI), or run with "
             "mlflow.enabled=false.") from e
-    client.log_batch(run.info.run_id, params=[Param(k, v) for k, v in params(cfg).items()])
-    return run.info.run_id
 
 
-def job_env(run_id: str) -> dict[str, str]:
+def job_env(run: TrackedRun) -> dict[str, str]:
     """What the job process needs to add to this run (it logs the MLflow model)."""
-    return {RUN_ID_ENV: run_id, "MLFLOW_TRACKING_URI": mlflow.get_tracking_uri()}
+    return {RUN_ID_ENV: run.run_id, "MLFLOW_TRACKING_URI": run.uri}
 
 
-def finish(run_id: str, result: Mapping[str, Any], output_dir: Path) -> None:
+def finish(run: TrackedRun, result: Mapping[str, Any], output_dir: Path) -> None:
     """Log the job's measurements and files, then close the run with the job's outcome."""
-    client = MlflowClient()
+    client = run.client
     try:
-        client.log_batch(run_id, metrics=list(metrics(result)), tags=[
+        client.log_batch(run.run_id, metrics=list(metrics(result)), tags=[
             RunTag(k, v) for k, v in result_tags(result).items()])
-        log_files(client, run_id, result, output_dir)
+        log_files(client, run.run_id, result, output_dir)
     finally:
-        client.set_terminated(run_id, status=run_status(result["status"]))
+        client.set_terminated(run.run_id, status=run_status(result["status"]))
 
 
-def abort(run_id: str) -> None:
+def abort(run: TrackedRun) -> None:
     """Close the run as KILLED (the Hydra process is being interrupted)."""
-    MlflowClient().set_terminated(run_id, status="KILLED")
+    run.client.set_terminated(run.run_id, status="KILLED")
 
 
 # ---- what a run holds ------------------------------------------------------------------------

@@ -1,0 +1,146 @@
+"""The compatibility matrix of a sweep: train-side choices down, load-side choices across.
+
+Built from one record per job, whether it comes from the jobs' result.json files (at the end of
+a sweep) or from their MLflow runs (`python -m runner.report`), so both give the same table.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import re
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from runner.result import GROUPS
+
+ROW_DIMS = ("save_api", "keras", "strategy", "model", "data")
+COL_DIMS = ("load_api", "load_strategy")
+REASON_CHARS = 60
+_PATH = re.compile(r"/[\w.\-/{}|]{3,}")
+
+
+@dataclass
+class Matrix:
+    row_dims: list[str]
+    col_dims: list[str]
+    rows: list[tuple[str, ...]]
+    cols: list[tuple[str, ...]]
+    cells: dict[tuple[tuple[str, ...], tuple[str, ...]], str]
+
+    def cell(self, row: tuple[str, ...], col: tuple[str, ...]) -> str:
+        return self.cells.get((row, col), "")
+
+
+def record_from_result(result: Mapping[str, Any]) -> dict[str, Any]:
+    error = result.get("error") or {}
+    return {**{g: result.get(g) for g in GROUPS}, "status": result["status"],
+            "phase": error.get("phase"), "type": error.get("type"),
+            "message": error.get("message")}
+
+
+def record_from_tags(tags: Mapping[str, str]) -> dict[str, Any]:
+    return {**{g: tags.get(g) for g in GROUPS}, "status": tags.get("status"),
+            "phase": tags.get("error_phase"), "type": tags.get("error_type"),
+            "message": tags.get("error_message")}
+
+
+def outcome(record: Mapping[str, Any]) -> str:
+    """'passed', or 'failed in load: OSError: SavedModel file does not exist at…'."""
+    if record["status"] == "passed":
+        return "passed"
+    # Paths differ from job to job and say little here: the type and the words say why.
+    first_line = (str(record.get("message") or "").strip().splitlines() or [""])[0]
+    words = _PATH.sub("…", " ".join(first_line.split()))
+    reason = f"{record.get('type')}: {words}"
+    if len(reason) > REASON_CHARS:
+        reason = reason[: REASON_CHARS - 1] + "…"
+    return f"{record['status']} in {record.get('phase')}: {reason}"
+
+
+def build(records: Iterable[Mapping[str, Any]]) -> Matrix:
+    """Only the dimensions the sweep varied become headers; several jobs in one cell are joined."""
+    records = list(records)
+    varied = [g for g in GROUPS if len({str(r[g]) for r in records}) > 1]
+    row_dims = [d for d in ROW_DIMS if d in varied]
+    col_dims = [d for d in COL_DIMS if d in varied]
+    rows: list[tuple[str, ...]] = []
+    cols: list[tuple[str, ...]] = []
+    cells: dict[tuple[tuple[str, ...], tuple[str, ...]], str] = {}
+    for r in records:
+        row = tuple(str(r[d]) for d in row_dims)
+        col = tuple(str(r[d]) for d in col_dims)
+        rows += [row] if row not in rows else []
+        cols += [col] if col not in cols else []
+        text = outcome(r)
+        previous = cells.get((row, col))
+        cells[(row, col)] = text if previous in (None, text) else f"{previous}; {text}"
+    return Matrix(row_dims, col_dims, rows, cols, cells)
+
+
+def _header(m: Matrix) -> list[str]:
+    corner = f"{' × '.join(m.row_dims) or '(all)'} ↓ / {' × '.join(m.col_dims) or '(all)'} →"
+    return [corner, *(" · ".join(c) or "(all)" for c in m.cols)]
+
+
+def _grid(m: Matrix) -> list[list[str]]:
+    return [[" · ".join(r) or "(all)", *(m.cell(r, c) for c in m.cols)] for r in m.rows]
+
+
+def to_markdown(m: Matrix) -> str:
+    lines = ["| " + " | ".join(_header(m)) + " |", "|" + "---|" * (len(m.cols) + 1)]
+    lines += ["| " + " | ".join(cell.replace("|", "\\|") for cell in row) + " |"
+              for row in _grid(m)]
+    return "\n".join(lines) + "\n"
+
+
+def to_csv(m: Matrix) -> str:
+    out = io.StringIO()
+    writer = csv.writer(out)
+    writer.writerow(_header(m))
+    writer.writerows(_grid(m))
+    return out.getvalue()
+
+
+def heatmap(m: Matrix) -> Any:
+    """Green passed, red failed, each cell labelled with its outcome's first words."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    from matplotlib.colors import ListedColormap
+
+    values = [[_code(m.cell(r, c)) for c in m.cols] for r in m.rows]
+    fig, ax = plt.subplots(figsize=(2.4 * len(m.cols) + 2.5, 0.6 * len(m.rows) + 1.8))
+    ax.imshow(values, cmap=ListedColormap(["#eeeeee", "#d9534f", "#f0ad4e", "#5cb85c"]),
+              vmin=0, vmax=3, aspect="auto")
+    for i, r in enumerate(m.rows):
+        for j, c in enumerate(m.cols):
+            label = m.cell(r, c).split(":")[0].replace(" in ", "\n")
+            ax.text(j, i, label, ha="center", va="center", fontsize=8)
+    ax.set_xticks(range(len(m.cols)), [" · ".join(c) or "(all)" for c in m.cols], rotation=20)
+    ax.set_yticks(range(len(m.rows)), [" · ".join(r) or "(all)" for r in m.rows])
+    ax.set_xlabel(" × ".join(m.col_dims) or "(all)")
+    ax.set_ylabel(" × ".join(m.row_dims) or "(all)")
+    fig.tight_layout()
+    plt.close(fig)
+    return fig
+
+
+def _code(cell: str) -> int:
+    """0 no job, 1 failed, 2 mixed, 3 passed."""
+    if not cell:
+        return 0
+    outcomes = {part.split(" ")[0] for part in cell.split("; ")}
+    return 3 if outcomes == {"passed"} else 1 if "passed" not in outcomes else 2
+
+
+def write(m: Matrix, directory: Path) -> dict[str, Path]:
+    """matrix.md, matrix.csv and matrix.png in `directory`."""
+    paths = {name: directory / f"matrix.{name}" for name in ("md", "csv", "png")}
+    paths["md"].write_text(to_markdown(m))
+    paths["csv"].write_text(to_csv(m))
+    heatmap(m).savefig(paths["png"], dpi=120)
+    return paths

@@ -1,0 +1,64 @@
+"""Sweeps against a fresh embedded store: parent run, child runs, the compatibility matrix."""
+
+from __future__ import annotations
+
+import pytest
+from conftest import runner, sweep_results
+from mlflow.tracking import MlflowClient
+
+from runner import report
+
+SWEEP = ["save_api=keras,export", "load_api=keras,saved_model", "verbose=0", "train.epochs=1",
+         "continue_epochs=1", "mlflow.log_model=false"]
+
+
+@pytest.mark.parametrize("launcher", [
+    [],  # the basic launcher: jobs one after another
+    ["hydra/launcher=joblib", "hydra.launcher.n_jobs=2"],  # two at a time, one sqlite store
+])
+def test_sweep_has_a_parent_run_children_and_a_matrix(tmp_path, launcher, capsys):
+    sweep_dir, store_dir = tmp_path / "sweep", tmp_path / "mlflow"
+    proc = runner("-m", f"hydra.sweep.dir={sweep_dir}", f"mlflow.store_dir={store_dir}",
+                  *launcher, *SWEEP)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    results = sweep_results(sweep_dir)
+    assert len(results) == 4
+
+    client = MlflowClient(f"sqlite:///{store_dir}/mlflow.db")
+    experiment = client.get_experiment_by_name("runner-save-load")
+    (parent,) = client.search_runs([experiment.experiment_id],
+                                   filter_string="tags.`runner.sweep` = 'true'")
+    assert parent.info.status == "FINISHED"
+    children = client.search_runs(
+        [experiment.experiment_id],
+        filter_string=f"tags.mlflow.parentRunId = '{parent.info.run_id}'")
+    assert len(children) == 4
+    by_dir = {run.data.tags["output_dir"]: run for run in children}
+    for result in results:
+        run = by_dir[result["output_dir"]]  # every job recorded, complete
+        assert run.data.tags["status"] == result["status"]
+        assert run.info.status == ("FINISHED" if result["status"] == "passed" else "FAILED")
+        assert "accuracy_after_train" in run.data.metrics
+        # No job's config saw a tracking URI leaked into the environment by an earlier one.
+        assert run.data.params["mlflow.tracking_uri"] == "None"
+        assert "result.json" in {a.path for a in client.list_artifacts(run.info.run_id)}
+
+    # The matrix: written, printed, logged to the parent, agreeing with the jobs.
+    markdown = (sweep_dir / "matrix.md").read_text()
+    assert markdown in proc.stdout
+    assert (sweep_dir / "matrix.csv").exists() and (sweep_dir / "matrix.png").stat().st_size > 0
+    assert {a.path for a in client.list_artifacts(parent.info.run_id, "matrix")} == {
+        "matrix/matrix.md", "matrix/matrix.csv", "matrix/matrix.png"}
+    lines = markdown.splitlines()
+    assert lines[0] == "| save_api ↓ / load_api → | keras | saved_model |"
+    row = {line.split(" | ")[0].strip("| "): line for line in lines[2:]}
+    for r in results:
+        cells = row[r["save_api"]].strip("|").split(" | ")
+        cell = cells[1 + ["keras", "saved_model"].index(r["load_api"])].strip()
+        assert cell.startswith("passed" if r["status"] == "passed" else
+                               f"failed in {r['error']['phase']}: {r['error']['type']}")
+
+    # runner.report rebuilds the same table from MLflow alone.
+    capsys.readouterr()
+    assert report.main(["--store-dir", str(store_dir)]) == 0
+    assert markdown in capsys.readouterr().out
