@@ -8,6 +8,7 @@ adds the MLflow model (it alone holds the trained Keras model): see `log_keras_m
 from __future__ import annotations
 
 import os
+import time
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -177,8 +178,6 @@ def result_tags(result: Mapping[str, Any]) -> dict[str, str]:
 
 def metrics(result: Mapping[str, Any]) -> Iterator[Metric]:
     """Per-epoch curves (step = epoch) of both phases, then the job's single numbers."""
-    import time
-
     now = int(time.time() * 1000)
     for phase, history in (result.get("history") or {}).items():
         for name, values in history.items():
