@@ -9,6 +9,8 @@ from typing import Any
 import numpy as np
 import tensorflow as tf
 
+from runner.result import first_line
+
 
 class DataUnavailableError(RuntimeError):
     """The dataset could not be read; the message says how to get it."""
@@ -75,7 +77,7 @@ def _mnist(data_dir: str | None, download: bool) -> tuple[tf.data.Dataset, tf.da
     except Exception as e:  # TFDS raises many types offline; all end in the same advice.
         raise DataUnavailableError(
             f"MNIST could not be loaded from {where} (download={download}): "
-            f"{type(e).__name__}: {_first_line(str(e))}. Without a network, TFDS cannot download "
+            f"{type(e).__name__}: {first_line(e)}. Without a network, TFDS cannot download "
             "it. Remedies: prepare it once on a machine with a network (python -c \"import "
             "tensorflow_datasets as tfds; tfds.load('mnist', data_dir='DIR')\"), copy DIR here "
             "and run with data.data_dir=DIR data.download=false; or use the bundled offline "
@@ -99,7 +101,3 @@ def _check_reachable(host: str, timeout: float = 10.0) -> None:
         socket.create_connection((host, 443), timeout=timeout).close()
     except OSError as e:
         raise ConnectionError(f"cannot reach {host}:443 ({e})") from e
-
-
-def _first_line(text: str) -> str:
-    return text.strip().splitlines()[0] if text.strip() else ""

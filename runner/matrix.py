@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from runner.result import GROUPS
+from runner.result import GROUPS, first_line
 
 ROW_DIMS = ("save_api", "keras", "strategy", "model", "data")
 COL_DIMS = ("load_api", "load_strategy")
@@ -52,8 +52,7 @@ def outcome(record: Mapping[str, Any]) -> str:
     if record["status"] == "passed":
         return "passed"
     # Paths differ from job to job and say little here: the type and the words say why.
-    first_line = (str(record.get("message") or "").strip().splitlines() or [""])[0]
-    words = _PATH.sub("…", " ".join(first_line.split()))
+    words = _PATH.sub("…", " ".join(first_line(record.get("message") or "").split()))
     reason = f"{record.get('type')}: {words}"
     if len(reason) > REASON_CHARS:
         reason = reason[: REASON_CHARS - 1] + "…"

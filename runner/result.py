@@ -91,6 +91,10 @@ def read(output_dir: Path) -> dict[str, Any]:
     return json.loads((Path(output_dir) / FILENAME).read_text())
 
 
+class JobCrashed(RuntimeError):
+    """The job process ended without writing its result."""
+
+
 def read_or_crashed(output_dir: Path, returncode: int) -> dict[str, Any]:
     """The job's result; if the process died before finishing it, a failed one saying so."""
     try:
@@ -100,16 +104,9 @@ def read_or_crashed(output_dir: Path, returncode: int) -> dict[str, Any]:
     if result.get("status") in ("passed", "failed", "interrupted"):
         return result
     phase = result.get("phase", "data")
-    result.update(
-        status="failed",
-        error={
-            "type": "JobCrashed",
-            "message": f"the job process exited with code {returncode} during phase '{phase}' "
-            "before writing its result; see job.log",
-            "phase": phase,
-            "hint": None,
-        },
-    )
+    crash = JobCrashed(f"the job process exited with code {returncode} during phase '{phase}' "
+                       "before writing its result; see job.log")
+    set_error(result, crash, phase, None)
     write(output_dir, result)
     return result
 
@@ -139,7 +136,7 @@ def summary_line(result: dict[str, Any]) -> str:
     head += f" | max|Δ| {_fmt(result.get('max_abs_diff'), '.1e')}"
     if result["status"] != "passed":
         err = result["error"]
-        head += f" | {err['phase']}: {err['type']}: {_first_line(err['message'])}"
+        head += f" | {err['phase']}: {err['type']}: {_clip(first_line(err['message']))}"
         if err.get("hint"):
             head += f" (hint: {err['hint']})"
     return f"{head} | {result.get('output_dir', '')}"
@@ -149,6 +146,11 @@ def _fmt(value: Any, spec: str) -> str:
     return "-" if value is None else format(value, spec)
 
 
-def _first_line(text: str, limit: int = 200) -> str:
-    line = text.strip().splitlines()[0] if text.strip() else ""
+def first_line(text: object) -> str:
+    """The first line of a message (of an exception's text, too)."""
+    lines = str(text).strip().splitlines()
+    return lines[0] if lines else ""
+
+
+def _clip(line: str, limit: int = 200) -> str:
     return line if len(line) <= limit else line[: limit - 1] + "…"

@@ -18,7 +18,7 @@ from mlflow.entities import Metric, Param, RunTag
 from mlflow.tracking import MlflowClient
 from mlflow.utils.validation import MAX_PARAM_VAL_LENGTH
 
-from runner.result import GROUPS
+from runner.result import GROUPS, first_line
 
 # The embedded store, absolute, whatever the working directory: <repository>/outputs/mlflow.
 DEFAULT_STORE_DIR = Path(__file__).resolve().parents[1] / "outputs" / "mlflow"
@@ -103,7 +103,8 @@ def _create_run(mcfg: Any, name: str, tags: dict[str, str]) -> TrackedRun:
         return TrackedRun(uri, run.info.run_id)
     except Exception as e:
         raise TrackingUnavailableError(
-            f"MLflow tracking at {uri} is unavailable: {type(e).__name__}: {_first_line(e)}. "
+            f"MLflow tracking at {uri} is unavailable: "
+            f"{type(e).__name__}: {first_line(e) or repr(e)}. "
             "Check mlflow.tracking_uri (or MLFLOW_TRACKING_URI), or run with "
             "mlflow.enabled=false.") from e
 
@@ -167,7 +168,7 @@ def result_tags(result: Mapping[str, Any]) -> dict[str, str]:
     }
     if result.get("error"):
         tags.update(error_type=result["error"]["type"], error_phase=result["error"]["phase"],
-                    error_message=_first_line(result["error"]["message"])[:5000])
+                    error_message=first_line(result["error"]["message"])[:5000])
         if result["error"].get("hint"):
             tags["error_hint"] = result["error"]["hint"]
     mlflow_model = result.get("mlflow_model") or {}
@@ -257,7 +258,7 @@ def log_keras_model(model: Any, probe: Any, logits: Any,
             None, name="model", flavor=mlflow.tensorflow, run_id=os.environ[RUN_ID_ENV],
             model=model, signature=infer_signature(probe, logits), pip_requirements=requirements)
     except Exception as e:  # recorded, not fatal: the scenario's own save/load is the subject
-        return {"logged": False, "error": f"{type(e).__name__}: {_first_line(e)}"}
+        return {"logged": False, "error": f"{type(e).__name__}: {first_line(e) or repr(e)}"}
     logged: dict[str, Any] = {"logged": True, "model_uri": info.model_uri}
     if type(model).__module__.startswith("tf_keras"):
         # Measured: Keras 3 cannot read tf_keras' saved optimizer config ('Argument(s) not
@@ -274,8 +275,3 @@ def _flatten(node: Any, prefix: str = "") -> Iterator[tuple[str, Any]]:
             yield from _flatten(value, f"{prefix}{key}.")
     else:
         yield prefix[:-1], node
-
-
-def _first_line(e: BaseException | str) -> str:
-    text = str(e).strip()
-    return text.splitlines()[0] if text else repr(e)
