@@ -74,9 +74,20 @@ def report(result: dict[str, Any], output_dir: Path) -> None:
         log.write(summary + "\n")
 
 
+def job_sides(cfg: DictConfig) -> list[str]:
+    """The job's processes: one, unless its sides need different Keras generations (fixed per
+    process); a `load_from` job has only a load side."""
+    if cfg.load_from:
+        return ["load"]
+    if cfg.load_keras.name != cfg.keras.name:
+        return ["train", "load"]
+    return ["both"]
+
+
 def run_in_subprocess(cfg: DictConfig, output_dir: Path, overrides: list[str],
                       extra_env: dict[str, str] | None = None) -> dict[str, Any]:
-    """Run `python -m runner.job` on the resolved config, teeing its output into job.log."""
+    """Run `python -m runner.job` on the resolved config, once per side, teeing its output into
+    job.log."""
     output_dir.mkdir(parents=True, exist_ok=True)
     config_path = output_dir / ".hydra" / "resolved.yaml"
     config_path.parent.mkdir(exist_ok=True)
@@ -86,7 +97,20 @@ def run_in_subprocess(cfg: DictConfig, output_dir: Path, overrides: list[str],
     for override in overrides:
         command += ["--override", override]
     env = {**os.environ, "PYTHONUNBUFFERED": "1", **(extra_env or {})}
-    with open(output_dir / "job.log", "wb") as log:
+    sides = job_sides(cfg)
+    for i, side in enumerate(sides):
+        returncode = run_tee([*command, "--side", side, *(["--resume"] if i else [])],
+                             env, output_dir / "job.log")
+        result = results.read_or_crashed(output_dir, returncode, final=i == len(sides) - 1)
+        if result["status"] != "running":
+            break
+    report(result, output_dir)
+    return result
+
+
+def run_tee(command: list[str], env: dict[str, str], log_path: Path) -> int:
+    """Run `command`, its output to the console and appended to `log_path`; its exit code."""
+    with open(log_path, "ab") as log:
         child = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, env=env)
         assert child.stdout is not None
         # Chunks, not lines: Keras progress bars rewrite one line with '\r'.
@@ -94,7 +118,4 @@ def run_in_subprocess(cfg: DictConfig, output_dir: Path, overrides: list[str],
             sys.stdout.buffer.write(chunk)
             sys.stdout.buffer.flush()
             log.write(chunk)
-        returncode = child.wait()
-    result = results.read_or_crashed(output_dir, returncode)
-    report(result, output_dir)
-    return result
+        return child.wait()

@@ -28,6 +28,14 @@ KNOWN: list[tuple[str | None, tuple[str, ...], str]] = [
      "from tf.saved_model.save under Keras 3, have no __call__; and tensorflow_hub 0.16 builds "
      "Keras 2 layers only (tensorflow/hub#903). Save with keras=legacy and save_api=saved_model "
      "or keras_saved_model, or use load_api=tfsm_layer under Keras 3"),
+    ("load", ("Argument(s) not recognized", "is_legacy_optimizer"),
+     "a .keras file written by tf_keras (Keras 2) holds an optimizer config Keras 3 cannot "
+     "read: load it with load_keras=legacy, or cross generations through a SavedModel "
+     "(save_api=saved_model, load_api=saved_model)"),
+    ("load", ("Error when deserializing class", "batch_shape"),
+     "a .keras file written by Keras 3 uses layer configs tf_keras (Keras 2) cannot read: load "
+     "it with load_keras=v3, or cross generations through a SavedModel (save_api=saved_model "
+     "or export, load_api=saved_model)"),
     ("load", ("has no attribute 'TFSMLayer'",),
      "TFSMLayer exists in Keras 3 only; under keras=legacy wrap a SavedModel with load_api=hub"),
     ("continue", ("is not a valid scope name", "momentum"),

@@ -1,7 +1,9 @@
-"""`python -m runner.job CONFIG --output-dir DIR`: one job in this fresh process.
+"""`python -m runner.job CONFIG --output-dir DIR [--side S]`: a job (or one side of it) in this
+fresh process.
 
-The Hydra task starts it; it prepares the TensorFlow runtime for the job's Keras generation and
-devices, runs the scenario, and writes result.json. Exit 0 when passed, 1 when failed.
+The Hydra task starts it; it prepares the TensorFlow runtime for the side's Keras generation and
+devices, runs the scenario, and writes result.json. Exit 0 when passed (or, for --side train,
+saved), 1 when failed.
 """
 
 from __future__ import annotations
@@ -24,16 +26,21 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("config", type=Path, help="resolved job config (YAML)")
     parser.add_argument("--output-dir", type=Path, required=True)
     parser.add_argument("--override", action="append", default=[], help="Hydra override, kept")
+    parser.add_argument("--side", choices=("both", "train", "load"), default="both",
+                        help="train and load in this process, or only one side")
+    parser.add_argument("--resume", action="store_true",
+                        help="continue the result.json an earlier side's process left")
     args = parser.parse_args(argv)
     cfg = OmegaConf.load(args.config)
     out = args.output_dir.resolve()
-    result = results.new_result(cfg, out, args.override)
+    result = (results.read(out) if args.resume
+              else results.new_result(cfg, out, args.override))
     results.write(out, result)
     try:
-        runtime.prepare(cfg)
+        runtime.prepare(cfg, args.side)
         from runner import scenario  # imports TensorFlow: only after prepare()
 
-        scenario.run(cfg, out, result)
+        scenario.run(cfg, out, result, args.side)
     except BaseException as e:  # noqa: BLE001 - every failure is data, Ctrl-C included
         record_failure(result, e, out)
         if not isinstance(e, Exception):
@@ -42,7 +49,7 @@ def main(argv: list[str] | None = None) -> int:
     if result["status"] == "passed":
         result.pop("phase", None)
     results.write(out, result)
-    return 0 if result["status"] == "passed" else 1
+    return 0 if result["status"] in ("passed", "running") else 1
 
 
 def record_failure(result: dict[str, Any], e: BaseException, out: Path) -> None:

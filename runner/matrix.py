@@ -14,10 +14,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from runner.result import GROUPS, first_line
+from runner.result import DIMENSIONS, first_line
 
-ROW_DIMS = ("save_api", "keras", "strategy", "model", "data")
-COL_DIMS = ("load_api", "load_strategy")
+ROW_DIMS = ("tutorial_step", "load_from", "save_api", "keras", "strategy", "model", "data")
+COL_DIMS = ("load_api", "load_keras", "load_strategy")
 REASON_CHARS = 60
 _PATH = re.compile(r"/[\w.\-/{}|]{3,}")
 
@@ -36,13 +36,13 @@ class Matrix:
 
 def record_from_result(result: Mapping[str, Any]) -> dict[str, Any]:
     error = result.get("error") or {}
-    return {**{g: result.get(g) for g in GROUPS}, "status": result["status"],
+    return {**{d: result.get(d) for d in DIMENSIONS}, "status": result["status"],
             "phase": error.get("phase"), "type": error.get("type"),
             "message": error.get("message")}
 
 
 def record_from_tags(tags: Mapping[str, str]) -> dict[str, Any]:
-    return {**{g: tags.get(g) for g in GROUPS}, "status": tags.get("status"),
+    return {**{d: tags.get(d) for d in DIMENSIONS}, "status": tags.get("status"),
             "phase": tags.get("error_phase"), "type": tags.get("error_type"),
             "message": tags.get("error_message")}
 
@@ -62,21 +62,34 @@ def outcome(record: Mapping[str, Any]) -> str:
 def build(records: Iterable[Mapping[str, Any]]) -> Matrix:
     """Only the dimensions the sweep varied become headers; several jobs in one cell are joined."""
     records = list(records)
-    varied = [g for g in GROUPS if len({str(r[g]) for r in records}) > 1]
+    varied = [d for d in DIMENSIONS if len({str(r.get(d)) for r in records}) > 1]
+    if all(str(r.get("load_keras")) == str(r.get("keras")) for r in records):
+        varied = [d for d in varied if d != "load_keras"]  # it followed keras: no news
+    if "tutorial_step" in varied:  # a step names its APIs and strategies: they add no row
+        varied = [d for d in varied if d == "tutorial_step" or not _follows(records, d)]
     row_dims = [d for d in ROW_DIMS if d in varied]
     col_dims = [d for d in COL_DIMS if d in varied]
+    if not col_dims and len(row_dims) > 1:  # a table, not one long column
+        col_dims = [row_dims.pop()]
     rows: list[tuple[str, ...]] = []
     cols: list[tuple[str, ...]] = []
     cells: dict[tuple[tuple[str, ...], tuple[str, ...]], str] = {}
     for r in records:
-        row = tuple(str(r[d]) for d in row_dims)
-        col = tuple(str(r[d]) for d in col_dims)
+        row = tuple(str(r.get(d)) for d in row_dims)
+        col = tuple(str(r.get(d)) for d in col_dims)
         rows += [row] if row not in rows else []
         cols += [col] if col not in cols else []
         text = outcome(r)
         previous = cells.get((row, col))
         cells[(row, col)] = text if previous in (None, text) else f"{previous}; {text}"
     return Matrix(row_dims, col_dims, rows, cols, cells)
+
+
+def _follows(records: list[Mapping[str, Any]], dim: str) -> bool:
+    """Whether `dim` has one value per tutorial step."""
+    seen: dict[str, str] = {}
+    return all(seen.setdefault(str(r.get("tutorial_step")), str(r.get(dim))) == str(r.get(dim))
+               for r in records)
 
 
 def _header(m: Matrix) -> list[str]:

@@ -14,7 +14,12 @@ from typing import Any
 
 FILENAME = "result.json"
 # The user's choices, one per config group, as result.json and MLflow tags name them.
-GROUPS = ("strategy", "load_strategy", "save_api", "load_api", "model", "data", "keras")
+GROUPS = ("strategy", "load_strategy", "save_api", "load_api", "model", "data", "keras",
+          "load_keras")
+# The choices a `load_from` job takes from the model it loads, not from its config.
+TRAIN_SIDE = ("strategy", "save_api", "model", "keras")
+# Every dimension a job differs by: the groups, where its model came from, the tutorial step.
+DIMENSIONS = (*GROUPS, "load_from", "tutorial_step")
 MESSAGE_LIMIT = 2000
 
 
@@ -24,6 +29,8 @@ def new_result(cfg: Any, out: Path, overrides: list[str]) -> dict[str, Any]:
         "status": "running",
         "phase": "train",
         **{group: cfg[group].name for group in GROUPS},
+        "load_from": cfg.load_from,
+        "tutorial_step": cfg.tutorial_step,
         "replicas": {"train": None, "load": None},
         "error": None,
         "max_abs_diff": None,
@@ -40,6 +47,7 @@ def new_result(cfg: Any, out: Path, overrides: list[str]) -> dict[str, Any]:
         "output_dir": str(out),
         "devices": None,
         "keras_module": None,
+        "load_keras_module": None,
         "versions": versions(),
     }
 
@@ -78,8 +86,6 @@ def versions() -> dict[str, str | None]:
     return found
 
 
-
-
 def write(output_dir: Path, result: dict[str, Any]) -> None:
     path = Path(output_dir) / FILENAME
     tmp = path.with_name(f".{FILENAME}.tmp")
@@ -95,13 +101,16 @@ class JobCrashed(RuntimeError):
     """The job process ended without writing its result."""
 
 
-def read_or_crashed(output_dir: Path, returncode: int) -> dict[str, Any]:
-    """The job's result; if the process died before finishing it, a failed one saying so."""
+def read_or_crashed(output_dir: Path, returncode: int, final: bool = True) -> dict[str, Any]:
+    """The job's result; if the process died before finishing it, a failed one saying so.
+    final=False: a job's train-side process, which ends with its result still running."""
     try:
         result = read(output_dir)
     except (FileNotFoundError, json.JSONDecodeError):
         result = {"status": "running", "phase": "data"}
     if result.get("status") in ("passed", "failed", "interrupted"):
+        return result
+    if not final and returncode == 0:
         return result
     phase = result.get("phase", "data")
     crash = JobCrashed(f"the job process exited with code {returncode} during phase '{phase}' "
@@ -125,10 +134,7 @@ def summary(result: dict[str, Any]) -> str:
 
 def summary_line(result: dict[str, Any]) -> str:
     """One line: outcome, the combination, and the numbers that matter."""
-    combo = " ".join(
-        f"{k}={result.get(k)}"
-        for k in ("strategy", "load_strategy", "save_api", "load_api", "model", "data", "keras")
-    )
+    combo = " ".join(f"{k}={result.get(k)}" for k in DIMENSIONS if result.get(k) is not None)
     acc = result.get("accuracy") or {}
     accs = "/".join(_fmt(acc.get(k), ".3f") for k in ("after_train", "after_load",
                                                        "after_continue"))

@@ -11,9 +11,11 @@ import sys
 from typing import Any
 
 
-def prepare(cfg: Any) -> Any:
-    """Select the Keras generation, import TensorFlow, split the CPU as the strategies need."""
-    legacy = cfg.keras.name == "legacy"
+def prepare(cfg: Any, side: str = "both") -> Any:
+    """Select the side's Keras generation, import TensorFlow, split the CPU as its strategies
+    need. side: "both", or "train"/"load" for a process that runs only that side."""
+    generation = cfg.load_keras.name if side == "load" else cfg.keras.name
+    legacy = generation == "legacy"
     if "tensorflow" not in sys.modules:
         os.environ["TF_USE_LEGACY_KERAS"] = "1" if legacy else "0"
         os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "1")  # TF's C++ INFO lines; warnings stay
@@ -21,20 +23,27 @@ def prepare(cfg: Any) -> Any:
 
     if (keras_generation() == "tf_keras") != legacy:
         raise RuntimeError(
-            f"keras={cfg.keras.name} asked for, but TensorFlow was imported earlier in this "
-            "process with the other Keras generation; run each job in a fresh process")
+            f"Keras {generation} asked for, but TensorFlow was imported earlier in this "
+            "process with the other Keras generation; run each side in a fresh process")
 
     gpus = tf.config.list_physical_devices("GPU")
     cpu_replicas = [
-        side.replicas
-        for side in (cfg.strategy, cfg.load_strategy)
-        if side.name == "mirrored" and len(gpus) < side.replicas
+        strategy.replicas
+        for strategy in STRATEGIES[side](cfg)
+        if strategy.name == "mirrored" and len(gpus) < strategy.replicas
     ]
     if max(cpu_replicas, default=1) > 1:
         cpu = tf.config.list_physical_devices("CPU")[0]
         logical = [tf.config.LogicalDeviceConfiguration()] * max(cpu_replicas)
         tf.config.set_logical_device_configuration(cpu, logical)
     return tf
+
+
+STRATEGIES = {
+    "both": lambda cfg: (cfg.strategy, cfg.load_strategy),
+    "train": lambda cfg: (cfg.strategy,),
+    "load": lambda cfg: (cfg.load_strategy,),
+}
 
 
 def make_strategy(side: Any) -> Any:

@@ -7,16 +7,22 @@ so instead of dropping it silently.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import json
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import tensorflow as tf
 
 from runner import models, runtime
 
 SERVING_KEY = "serving_default"
+# A job's saved_model/ folder: the model as the save API wrote it, and what it must compute.
+FOLDER = "saved_model"
+PROBE_FILE = "probe.npz"  # the probe images and the trained model's logits on them
+SAVED_WITH_FILE = "saved_with.json"  # the choices and versions that produced the model
 
 
 # ---- save ------------------------------------------------------------------------------------
@@ -123,6 +129,39 @@ LOADERS: dict[str, Callable[[Path, str | None, Any], Loaded]] = {
     "hub": load_hub,
     "tfsm_layer": load_tfsm_layer,
 }
+
+
+# ---- the saved_model/ folder: the model plus what verifies it, wherever it is loaded -----------
+
+@dataclass
+class Stored:
+    model: Path  # model.keras or the SavedModel directory `model`
+    probe: np.ndarray
+    logits: np.ndarray
+    saved_with: dict[str, Any]
+
+
+def write_stored(folder: Path, probe: np.ndarray, logits: np.ndarray,
+                 saved_with: Mapping[str, Any]) -> None:
+    np.savez(folder / PROBE_FILE, images=probe, logits=logits)
+    (folder / SAVED_WITH_FILE).write_text(json.dumps(saved_with, indent=2) + "\n")
+
+
+def read_stored(location: Path) -> Stored:
+    """The model at `location`: a job's output directory, its saved_model/ folder or the model
+    file/directory inside that folder."""
+    if not location.exists():
+        raise FileNotFoundError(f"load_from: {location} does not exist")
+    candidates = [location / FOLDER, location, location.parent]
+    folder = next((c for c in candidates if (c / PROBE_FILE).is_file()), None)
+    if folder is None:
+        raise FileNotFoundError(
+            f"load_from: no {PROBE_FILE} in or beside {location}: expected a runner job's output "
+            f"directory, its {FOLDER}/ folder, or the model inside that folder")
+    saved_with = json.loads((folder / SAVED_WITH_FILE).read_text())
+    model = location if folder == location.parent else folder / saved_with["model_file"]
+    with np.load(folder / PROBE_FILE) as probe:
+        return Stored(model, probe["images"], probe["logits"], saved_with)
 
 
 # ---- helpers ---------------------------------------------------------------------------------

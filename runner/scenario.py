@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import contextlib
 import gc
+import re
 import time
 import warnings
 from collections.abc import Callable, Iterator
@@ -15,20 +16,35 @@ import numpy as np
 import tensorflow as tf
 
 from runner import data as datasets
-from runner import models, runtime
+from runner import models, runtime, save_load
 from runner import result as results
-from runner.save_load import LOADERS, SAVERS, Loaded, artifact_bytes
+from runner.save_load import LOADERS, SAVERS, Loaded, Stored, artifact_bytes
 
 
 class VerificationError(AssertionError):
     """The loaded model does not compute what the saved one did."""
 
 
-def run(cfg: Any, out: Path, result: dict[str, Any]) -> None:
-    """Carry out the scenario, recording each phase in `result` (and result.json) as it starts."""
+def run(cfg: Any, out: Path, result: dict[str, Any], side: str = "both") -> None:
+    """Carry out the scenario, recording each phase in `result` (and result.json) as it starts.
+
+    side: "both" in one process; "train" or "load" where the two sides need different Keras
+    generations (each its own process) or the model comes from `load_from` ("load" only).
+    """
     phase = _phase_recorder(out, result)
     tf.keras.utils.set_random_seed(cfg.seed)
+    if side != "load":
+        train_side(cfg, out, result, phase)
+        if side == "train":
+            result["phase"] = "load"  # next: the load side's process
+            return
+        fresh_keras_session()
+    load_side(cfg, out, result, phase)
+    result["status"] = "passed"
 
+
+def train_side(cfg: Any, out: Path, result: dict[str, Any], phase: Callable) -> None:
+    """Train, then save into saved_model/ with the probe logits the load side must reproduce."""
     with phase("train"):
         strategy = runtime.make_strategy(cfg.strategy)
         result["replicas"]["train"] = runtime.replicas(strategy)
@@ -49,8 +65,11 @@ def run(cfg: Any, out: Path, result: dict[str, Any]) -> None:
         result["accuracy"]["after_train"] = accuracy(models.predictor(model), data.test)
         saved_logits = model(data.probe, training=False).numpy()
     with phase("save"):
+        folder = out / save_load.FOLDER
+        folder.mkdir()
         with timed(result, "save_s"):
-            path, notes = SAVERS[cfg.save_api.name](model, out, cfg.io_device)
+            path, notes = SAVERS[cfg.save_api.name](model, folder, cfg.io_device)
+        save_load.write_stored(folder, data.probe, saved_logits, saved_with(cfg, path, result))
         result["artifact"] = str(path)
         result["artifact_bytes"] = artifact_bytes(path)
         result["notes"] += notes
@@ -60,29 +79,31 @@ def run(cfg: Any, out: Path, result: dict[str, Any]) -> None:
 
             result["mlflow_model"] = tracking.log_keras_model(
                 model, data.probe, saved_logits, result["versions"])
-    del model  # from here on, only what is on disk
-    fresh_keras_session()
 
+
+def load_side(cfg: Any, out: Path, result: dict[str, Any], phase: Callable) -> None:
+    """Load what the train side (or `load_from`) saved, verify it, keep training or serving it."""
     with phase("load"):
+        stored = stored_model(cfg, out, result)
         load_strategy = runtime.make_strategy(cfg.load_strategy)
         result["replicas"]["load"] = runtime.replicas(load_strategy)
+        result["load_keras_module"] = runtime.keras_generation()
         with timed(result, "load_s"):
-            loaded = load(path, cfg, load_strategy)
+            loaded = load(stored.model, cfg, load_strategy)
         result["notes"] += loaded.notes
+    with phase("data"):
+        data = datasets.load(
+            cfg, cfg.train.batch_size_per_replica * runtime.replicas(load_strategy))
     with phase("verify"):
-        result["max_abs_diff"] = verify(loaded, data.probe, saved_logits, cfg.verify.tolerance)
+        result["max_abs_diff"] = verify(loaded, stored.probe, stored.logits, cfg.verify.tolerance)
         result["accuracy"]["after_load"] = accuracy(loaded.predict, data.test)
     with phase("continue"):
-        load_data = datasets.load(
-            cfg, cfg.train.batch_size_per_replica * runtime.replicas(load_strategy))
         with timed(result, "continue_s"):
             result["accuracy"]["after_continue"] = keep_going(
-                loaded, load_data, load_strategy, cfg, result["history"])
-        examples = (load_data.n_train * cfg.continue_epochs if loaded.model is not None
-                    else load_data.n_test)
+                loaded, data, load_strategy, cfg, result["history"])
+        examples = data.n_train * cfg.continue_epochs if loaded.model is not None else data.n_test
         result["throughput"]["continue_examples_per_s"] = _rate(
             examples, result["timings"]["continue_s"])
-    result["status"] = "passed"
 
 
 # ---- steps -----------------------------------------------------------------------------------
@@ -124,6 +145,48 @@ def save_before_fit(model: tf.keras.Model, save_api: str, out: Path) -> dict[str
         "model before saving; the job then saves it after fit."
     )
     return report
+
+
+def saved_with(cfg: Any, path: Path, result: dict[str, Any]) -> dict[str, Any]:
+    """What produced the model: a later `load_from` job reports these as its train side."""
+    return {
+        **{group: cfg[group].name for group in results.TRAIN_SIDE},
+        "data": cfg.data.name,
+        "keras_module": result["keras_module"],
+        "replicas": result["replicas"]["train"],
+        "model_file": path.name,
+        "seed": cfg.seed,
+        "versions": result["versions"],
+        "output_dir": result["output_dir"],
+    }
+
+
+def stored_model(cfg: Any, out: Path, result: dict[str, Any]) -> Stored:
+    """This job's saved_model/, or the one `load_from` names (fetched from MLflow if a URI)."""
+    if not cfg.load_from:
+        return save_load.read_stored(out / save_load.FOLDER)
+    location = Path(cfg.load_from).expanduser()
+    if _is_uri(cfg.load_from):
+        from runner import tracking
+
+        location = tracking.download(cfg.load_from, out / "load_from", cfg.mlflow)
+    stored = save_load.read_stored(location.resolve())
+    result.update({group: stored.saved_with.get(group) for group in results.TRAIN_SIDE})
+    result["keras_module"] = stored.saved_with.get("keras_module")
+    result["replicas"]["train"] = stored.saved_with.get("replicas")
+    result["saved_with"] = stored.saved_with
+    result["artifact"] = str(stored.model)
+    result["artifact_bytes"] = artifact_bytes(stored.model)
+    result["notes"].append(
+        f"load_from: strategy, save_api, model and keras are the loaded model's (its "
+        f"{save_load.SAVED_WITH_FILE}: trained on data={stored.saved_with.get('data')}); "
+        f"this job verified and continued on data={cfg.data.name}")
+    return stored
+
+
+def _is_uri(location: str) -> bool:
+    """runs:/..., models:/..., s3://... : anything MLflow can download; plain paths are not."""
+    return re.match(r"^[A-Za-z][\w+.-]*:/", location) is not None
 
 
 def load(path: Path, cfg: Any, strategy: tf.distribute.Strategy | None) -> Loaded:

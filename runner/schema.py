@@ -124,7 +124,10 @@ class Config:
     model: Any = MISSING
     data: Any = MISSING
     keras: Any = MISSING
+    load_keras: Any = MISSING
     seed: int = MISSING
+    load_from: str | None = None
+    tutorial_step: str | None = None
     train: Train = field(default_factory=Train)
     continue_epochs: int = MISSING
     verify: Verify = field(default_factory=Verify)
@@ -145,6 +148,7 @@ OPTION_SCHEMAS: dict[str, dict[str, type]] = {
     "model": dict.fromkeys(("sequential", "functional", "subclassed"), Model),
     "data": {"digits": Digits, "mnist": Mnist},
     "keras": dict.fromkeys(("v3", "legacy"), Keras),
+    "load_keras": dict.fromkeys(("v3", "legacy"), Keras),
 }
 
 

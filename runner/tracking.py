@@ -18,7 +18,7 @@ from mlflow.entities import Metric, Param, RunTag
 from mlflow.tracking import MlflowClient
 from mlflow.utils.validation import MAX_PARAM_VAL_LENGTH
 
-from runner.result import GROUPS, first_line
+from runner.result import DIMENSIONS, GROUPS, first_line
 
 # The embedded store, absolute, whatever the working directory: <repository>/outputs/mlflow.
 DEFAULT_STORE_DIR = Path(__file__).resolve().parents[1] / "outputs" / "mlflow"
@@ -133,8 +133,14 @@ def abort(run: TrackedRun) -> None:
 # ---- what a run holds ------------------------------------------------------------------------
 
 def run_name(cfg: Any) -> str:
-    """The combination at a glance, e.g. 'keras→saved_model v3 mirrored→none sequential digits'."""
-    return (f"{cfg.save_api.name}→{cfg.load_api.name} {cfg.keras.name} "
+    """The combination at a glance, e.g. 'keras→saved_model v3 mirrored→none sequential digits';
+    'legacy→v3' where the generations differ; 'from runs:/…→keras v3 …' for load_from."""
+    keras = cfg.keras.name if cfg.load_keras.name == cfg.keras.name else (
+        f"{cfg.keras.name}→{cfg.load_keras.name}")
+    if cfg.load_from:
+        return (f"from {cfg.load_from}→{cfg.load_api.name} {cfg.load_keras.name} "
+                f"→{cfg.load_strategy.name} {cfg.data.name}")[:250]
+    return (f"{cfg.save_api.name}→{cfg.load_api.name} {keras} "
             f"{cfg.strategy.name}→{cfg.load_strategy.name} {cfg.model.name} {cfg.data.name}")
 
 
@@ -148,6 +154,7 @@ def params(cfg: Any) -> dict[str, str]:
 
 def start_tags(cfg: Any, output_dir: Path, overrides: list[str]) -> dict[str, str]:
     tags = {group: str(cfg[group].name) for group in GROUPS}
+    tags.update({key: str(cfg[key]) for key in ("load_from", "tutorial_step") if cfg[key]})
     tags.update({
         "status": "running",
         "overrides": " ".join(overrides) or "(defaults)",
@@ -159,13 +166,15 @@ def start_tags(cfg: Any, output_dir: Path, overrides: list[str]) -> dict[str, st
 
 def result_tags(result: Mapping[str, Any]) -> dict[str, str]:
     versions = result.get("versions") or {}
-    tags = {
+    tags = {key: str(result[key]) for key in DIMENSIONS if result.get(key) is not None}
+    tags.update({
         "status": result["status"],
         "tensorflow_version": str(versions.get("tensorflow")),
         "keras_version": str(versions.get("keras")),
         "tf_keras_version": str(versions.get("tf-keras")),
         "keras_module": str(result.get("keras_module")),
-    }
+        "load_keras_module": str(result.get("load_keras_module")),
+    })
     if result.get("error"):
         tags.update(error_type=result["error"]["type"], error_phase=result["error"]["phase"],
                     error_message=first_line(result["error"]["message"])[:5000])
@@ -204,11 +213,8 @@ def log_files(client: MlflowClient, run_id: str, result: Mapping[str, Any],
             client.log_artifact(run_id, str(output_dir / name))
     if (output_dir / ".hydra").is_dir():
         client.log_artifacts(run_id, str(output_dir / ".hydra"), ".hydra")
-    artifact = Path(result["artifact"]) if result.get("artifact") else None
-    if artifact is not None and artifact.is_file():
-        client.log_artifact(run_id, str(artifact), "saved_model")
-    elif artifact is not None and artifact.is_dir():
-        client.log_artifacts(run_id, str(artifact), f"saved_model/{artifact.name}")
+    if (output_dir / "saved_model").is_dir():  # a load_from job saved nothing of its own
+        client.log_artifacts(run_id, str(output_dir / "saved_model"), "saved_model")
     if result.get("history"):
         client.log_figure(run_id, curves_figure(result["history"]), "curves.png")
 
@@ -265,6 +271,19 @@ def log_keras_model(model: Any, probe: Any, logits: Any,
         # recognized: jit_compile, is_legacy_optimizer'); the serving process needs tf_keras too.
         logged["serving_env"] = {"TF_USE_LEGACY_KERAS": "1"}
     return logged
+
+
+def download(uri: str, destination: Path, mcfg: Any) -> Path:
+    """A `load_from` artifact URI fetched into `destination`; runs:/<id> alone means that run's
+    saved_model/ folder."""
+    import mlflow.artifacts
+
+    if uri.startswith("runs:/") and "/" not in uri[len("runs:/"):].strip("/"):
+        uri = uri.rstrip("/") + "/saved_model"
+    tracking_uri, _ = configure(mcfg)
+    destination.mkdir(parents=True, exist_ok=True)
+    return Path(mlflow.artifacts.download_artifacts(
+        artifact_uri=uri, dst_path=str(destination), tracking_uri=tracking_uri))
 
 
 # ---- helpers ---------------------------------------------------------------------------------

@@ -20,9 +20,10 @@ def options(group: str) -> list[str]:
     return sorted(p.stem for p in (ROOT / "conf" / group).glob("*.yaml"))
 
 
-def compose_cfg(*overrides: str):
+def compose_cfg(*overrides: str, hydra: bool = False):
     with initialize_config_dir(config_dir=str(ROOT / "conf"), version_base="1.3"):
-        return compose(config_name="config", overrides=list(overrides))
+        return compose(config_name="config", overrides=list(overrides),
+                       return_hydra_config=hydra)
 
 
 @pytest.mark.parametrize(
@@ -32,20 +33,58 @@ def test_every_option_composes_and_validates(override):
     cfg = compose_cfg(override)
     validate(cfg)
     group, option = override.split("=")
-    if group != "experiment":
+    if group == "tutorial_step":  # a preset of other groups that names itself
+        assert cfg.tutorial_step == option
+    elif group != "experiment":
         assert cfg[group].name == option
 
 
 def test_defaults_are_the_documented_ones():
     cfg = compose_cfg()
-    chosen = {g: cfg[g].name for g in GROUPS if g != "experiment"}
+    chosen = {g: cfg[g].name for g in GROUPS if g not in ("experiment", "tutorial_step")}
     assert chosen == {
         "strategy": "default", "load_strategy": "none", "save_api": "keras", "load_api": "keras",
-        "model": "sequential", "data": "digits", "keras": "v3",
+        "model": "sequential", "data": "digits", "keras": "v3", "load_keras": "v3",
     }
+    assert (cfg.load_from, cfg.tutorial_step) == (None, None)
     assert (cfg.seed, cfg.train.epochs, cfg.train.batch_size_per_replica) == (0, 2, 64)
     assert (cfg.continue_epochs, cfg.verify.tolerance, cfg.io_device) == (2, 1e-5, None)
     assert compose_cfg("strategy=mirrored").strategy.replicas == 2
+
+
+def test_load_keras_follows_keras_unless_chosen():
+    assert compose_cfg("keras=legacy").load_keras.name == "legacy"
+    cfg = compose_cfg("keras=legacy", "load_keras=v3")
+    assert (cfg.keras.name, cfg.load_keras.name) == ("legacy", "v3")
+
+
+# Each step of the seed tutorial: (save_api, load_api, load_strategy, model, io_device).
+TUTORIAL_STEPS = {
+    "keras_load": ("keras", "keras", "none", "sequential", None),
+    "keras_load_one_device": ("keras", "keras", "one_device", "sequential", None),
+    "saved_model_load": ("saved_model", "saved_model", "none", "sequential", None),
+    "saved_model_load_mirrored": ("saved_model", "saved_model", "mirrored", "sequential", None),
+    "hub_keras_layer": ("saved_model", "hub", "mirrored", "sequential", None),
+    "mixed_apis": ("keras_saved_model", "saved_model", "mirrored", "sequential", None),
+    "io_device": ("keras_saved_model", "keras", "mirrored", "sequential", "/job:localhost"),
+    "save_before_fit": ("keras_saved_model", "keras", "none", "subclassed", None),
+}
+
+
+def test_tutorial_all_sweeps_every_seed_step_under_both_generations():
+    cfg = compose_cfg("experiment=tutorial_all", hydra=True)
+    params = cfg.hydra.sweeper.params
+    assert params.tutorial_step.split(",") == list(TUTORIAL_STEPS)
+    assert sorted(TUTORIAL_STEPS) == options("tutorial_step")
+    assert params.keras == "v3,legacy"
+    assert (cfg.strategy.name, cfg.data.name) == ("mirrored", "mnist")
+    for step, expected in TUTORIAL_STEPS.items():
+        cfg = compose_cfg("experiment=tutorial_all", f"tutorial_step={step}")
+        chosen = (cfg.save_api.name, cfg.load_api.name, cfg.load_strategy.name, cfg.model.name,
+                  cfg.io_device)
+        assert chosen == expected, step
+        assert cfg.model.save_before_fit == (step == "save_before_fit")
+        assert cfg.strategy.name == "mirrored"  # the step leaves the preset's training side
 
 
 def test_tutorial_preset_is_the_seed():
@@ -130,7 +169,11 @@ def test_config_time_commands_answer_without_tensorflow(args, no_tensorflow):
 def test_help_lists_every_option():
     proc = runner("--help")
     for group in GROUPS:
-        line = next(ln for ln in proc.stdout.splitlines() if ln.strip().startswith(group + " "))
+        lines = proc.stdout.splitlines()
+        start = next(i for i, ln in enumerate(lines) if ln.strip().startswith(group + " "))
+        indent = len(lines[start]) - len(lines[start].lstrip()) + len(group) + 1
+        line = lines[start] + "".join(  # with its continuation lines, indented under the options
+            ln for ln in lines[start + 1:start + 3] if ln.startswith(" " * indent))
         for option in options(group):
             assert option in line, (group, option)
 

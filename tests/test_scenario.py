@@ -34,7 +34,9 @@ def test_default_job_passes_and_keeps_the_contract(run_job, tmp_path):
     assert r["max_abs_diff"] <= 1e-5
     assert r["versions"]["tensorflow"].startswith("2.21")
     job = tmp_path / "run"
-    assert Path(r["artifact"]) == job / "model.keras" and r["artifact_bytes"] > 0
+    assert Path(r["artifact"]) == job / "saved_model" / "model.keras" and r["artifact_bytes"] > 0
+    assert {p.name for p in (job / "saved_model").iterdir()} == {
+        "model.keras", "probe.npz", "saved_with.json"}
     # The one-line summary is what users see, and the log keeps it with the Keras output.
     summary = [ln for ln in proc.stdout.splitlines() if ln.startswith("PASSED ")]
     assert len(summary) == 1 and "save_api=keras" in summary[0]

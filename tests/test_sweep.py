@@ -6,7 +6,7 @@ import pytest
 from conftest import runner, sweep_results
 from mlflow.tracking import MlflowClient
 
-from runner import report
+from runner import matrix, report
 
 SWEEP = ["save_api=keras,export", "load_api=keras,saved_model", "verbose=0", "train.epochs=1",
          "continue_epochs=1", "mlflow.log_model=false"]
@@ -62,3 +62,22 @@ def test_sweep_has_a_parent_run_children_and_a_matrix(tmp_path, launcher, capsys
     capsys.readouterr()
     assert report.main(["--store-dir", str(store_dir)]) == 0
     assert markdown in capsys.readouterr().out
+
+
+def test_matrix_of_tutorial_steps_has_a_row_per_step_and_generations_across():
+    steps = {"keras_load": ("keras", "keras"), "mixed_apis": ("keras_saved_model", "saved_model")}
+    records = [
+        {"tutorial_step": step, "save_api": save, "load_api": load, "keras": keras,
+         "load_keras": keras, "status": "passed" if (save, keras) != (
+             "keras_saved_model", "v3") else "failed",
+         "phase": "save", "type": "ValueError", "message": "Invalid filepath extension"}
+        for step, (save, load) in steps.items() for keras in ("v3", "legacy")]
+    m = matrix.build(records)
+    # save_api and load_api follow from the step: they add no header; keras goes across.
+    assert (m.row_dims, m.col_dims) == (["tutorial_step"], ["keras"])
+    assert matrix.to_markdown(m).splitlines() == [
+        "| tutorial_step ↓ / keras → | v3 | legacy |",
+        "|---|---|---|",
+        "| keras_load | passed | passed |",
+        "| mixed_apis | failed in save: ValueError: Invalid filepath extension | passed |",
+    ]
