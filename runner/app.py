@@ -1,7 +1,8 @@
 """The Hydra task: validate, run the job in a fresh process, report.
 
-Each job gets its own Python process because the Keras generation (TF_USE_LEGACY_KERAS) and the
-logical-device layout are fixed for a process once TensorFlow is initialised.
+Each job gets its own Python process (two, when its sides use different Keras generations)
+because the Keras generation (TF_USE_LEGACY_KERAS) and the logical-device layout are fixed for a
+process once TensorFlow is initialised.
 """
 
 from __future__ import annotations

@@ -11,6 +11,10 @@ KNOWN: list[tuple[str | None, tuple[str, ...], str]] = [
     ("save", ("Invalid filepath extension for saving",),
      "Keras 3's Model.save writes only .keras/.h5 files; for a SavedModel use save_api=export "
      "or save_api=saved_model, or keras=legacy"),
+    ("save", ("argument(s) are not supported", "options"),
+     "Keras 3's Model.save takes no SaveOptions (and writes .keras/.h5 only): for the seed's "
+     "io_device step use keras=legacy, or save_api=saved_model, which passes io_device to "
+     "tf.saved_model.save"),
     ("load", ("SavedModel file does not exist", ".keras"),
      "a .keras file is a Keras zip archive, not a SavedModel: load it with load_api=keras, or "
      "save with save_api=saved_model/export for the SavedModel load APIs"),
@@ -36,6 +40,10 @@ KNOWN: list[tuple[str | None, tuple[str, ...], str]] = [
      "a .keras file written by Keras 3 uses layer configs tf_keras (Keras 2) cannot read: load "
      "it with load_keras=v3, or cross generations through a SavedModel (save_api=saved_model "
      "or export, load_api=saved_model)"),
+    ("load", ("KerasLayer", "KerasTensor is symbolic"),
+     "tensorflow_hub 0.16's KerasLayer is a tf_keras (Keras 2) layer and cannot be called on a "
+     "Keras 3 input (tensorflow/hub#903): load with load_keras=legacy, or use "
+     "load_api=tfsm_layer or saved_model under Keras 3"),
     ("load", ("has no attribute 'TFSMLayer'",),
      "TFSMLayer exists in Keras 3 only; under keras=legacy wrap a SavedModel with load_api=hub"),
     ("continue", ("is not a valid scope name", "momentum"),

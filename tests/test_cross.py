@@ -30,18 +30,24 @@ def test_a_savedmodel_crosses_generations_both_ways(run_sweep, tmp_path):
     assert header == "| keras ↓ / load_keras → | v3 | legacy |"
 
 
-@pytest.mark.parametrize("keras, load_keras, error_type, words", [
-    ("legacy", "v3", "ValueError", "is_legacy_optimizer"),
-    ("v3", "legacy", "TypeError", "Error when deserializing class 'InputLayer'"),
+@pytest.mark.parametrize("keras, load_keras, apis, error_type, words, remedy", [
+    # a .keras file does not cross generations, either way
+    ("legacy", "v3", [], "ValueError", "is_legacy_optimizer", "load_keras=legacy"),
+    ("v3", "legacy", [], "TypeError", "Error when deserializing class 'InputLayer'",
+     "load_keras=v3"),
+    # hub's KerasLayer is a Keras 2 layer: a tf_keras SavedModel still cannot go through it
+    ("legacy", "v3", ["save_api=saved_model", "load_api=hub"], "ValueError",
+     "KerasTensor is symbolic", "load_keras=legacy"),
 ])
-def test_a_keras_file_does_not_cross_generations(run_job, tmp_path, keras, load_keras,
-                                                 error_type, words):
-    proc, r = run_job(f"keras={keras}", f"load_keras={load_keras}")
+def test_what_does_not_cross_generations_fails_with_the_reason(
+        run_job, tmp_path, keras, load_keras, apis, error_type, words, remedy):
+    proc, r = run_job(f"keras={keras}", f"load_keras={load_keras}", *apis)
     assert proc.returncode == 1
     assert r["status"] == "failed" and r["keras_module"] == MODULE[keras]
+    assert r["load_keras_module"] == MODULE[load_keras]
     assert (r["error"]["phase"], r["error"]["type"]) == ("load", error_type), r["error"]
     assert words in r["error"]["message"]
-    assert f"load_keras={keras}" in r["error"]["hint"]
+    assert remedy in r["error"]["hint"]
     # The train side's process saved a model and the probe before the load side's failed.
     assert (tmp_path / "run" / "saved_model" / "probe.npz").is_file()
     assert r["accuracy"]["after_train"] is not None
