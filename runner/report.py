@@ -7,38 +7,44 @@ sweep's matrix comes back without rerunning it.
 from __future__ import annotations
 
 import argparse
-import os
 import sys
 from pathlib import Path
+from typing import Any
 
-from runner import matrix
+from runner import DEFAULT_STORE_DIR, matrix
+
+CONF_DIR = Path(__file__).resolve().parents[1] / "conf"
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m runner.report", description=__doc__)
     parser.add_argument("parent_run_id", nargs="?", help="the sweep's parent run (default: latest)")
-    parser.add_argument("--tracking-uri", help="default: MLFLOW_TRACKING_URI, else the embedded "
-                        "store (see --store-dir)")
+    parser.add_argument("--tracking-uri", help="default: as the runner's config says "
+                        "(MLFLOW_TRACKING_URI, else the embedded store)")
     parser.add_argument("--store-dir", help="the embedded store's folder (default: outputs/mlflow)")
-    parser.add_argument("--experiment", default="runner-save-load")
+    parser.add_argument("--experiment", help="default: the runner's mlflow.experiment_name")
     parser.add_argument("--out", type=Path, help="also write matrix.md/.csv/.png here")
     args = parser.parse_args(argv)
 
-    from omegaconf import OmegaConf
+    mcfg = mlflow_config(args)
+    if not mcfg.tracking_uri:
+        store = Path(mcfg.store_dir or DEFAULT_STORE_DIR)
+        if not (store / "mlflow.db").is_file():
+            print(f"No MLflow store at {store} (no mlflow.db): run a sweep first, or give "
+                  "--store-dir or --tracking-uri.", file=sys.stderr)
+            return 1
 
     from runner import tracking
 
-    uri, _ = tracking.configure(OmegaConf.create({
-        "tracking_uri": args.tracking_uri or os.environ.get("MLFLOW_TRACKING_URI"),
-        "store_dir": args.store_dir, "http_timeout_s": 5, "http_max_retries": 3}))
+    uri, _ = tracking.configure(mcfg)
     client = tracking.MlflowClient(uri)  # not mlflow.set_tracking_uri: see tracking.configure
-    experiment = client.get_experiment_by_name(args.experiment)
+    experiment = client.get_experiment_by_name(mcfg.experiment_name)
     if experiment is None:
-        print(f"No experiment {args.experiment!r} at {uri}.", file=sys.stderr)
+        print(f"No experiment {mcfg.experiment_name!r} at {uri}.", file=sys.stderr)
         return 1
     parent = args.parent_run_id or latest_sweep(client, experiment.experiment_id)
     if parent is None:
-        print(f"No sweep in experiment {args.experiment!r} at {uri}.", file=sys.stderr)
+        print(f"No sweep in experiment {mcfg.experiment_name!r} at {uri}.", file=sys.stderr)
         return 1
     children = client.search_runs(
         [experiment.experiment_id], filter_string=f"tags.mlflow.parentRunId = '{parent}'",
@@ -53,6 +59,20 @@ def main(argv: list[str] | None = None) -> int:
         args.out.mkdir(parents=True, exist_ok=True)
         matrix.write(m, args.out)
     return 0
+
+
+def mlflow_config(args: argparse.Namespace) -> Any:
+    """The runner's own `mlflow` config (defaults and MLFLOW_TRACKING_URI), with the flags given."""
+    from hydra import compose, initialize_config_dir
+
+    from runner import schema
+
+    schema.register()  # the config's option files extend the schema's nodes
+    overrides = [f"mlflow.{key}={value}" for key, value in (
+        ("tracking_uri", args.tracking_uri), ("store_dir", args.store_dir),
+        ("experiment_name", args.experiment)) if value]
+    with initialize_config_dir(str(CONF_DIR), version_base="1.3"):
+        return compose("config", overrides=overrides).mlflow
 
 
 def latest_sweep(client, experiment_id: str) -> str | None:

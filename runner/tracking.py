@@ -18,10 +18,9 @@ from mlflow.entities import Metric, Param, RunTag
 from mlflow.tracking import MlflowClient
 from mlflow.utils.validation import MAX_PARAM_VAL_LENGTH
 
+from runner import DEFAULT_STORE_DIR
 from runner.result import DIMENSIONS, GROUPS, first_line
 
-# The embedded store, absolute, whatever the working directory: <repository>/outputs/mlflow.
-DEFAULT_STORE_DIR = Path(__file__).resolve().parents[1] / "outputs" / "mlflow"
 RUN_ID_ENV = "MLFLOW_RUN_ID"
 
 

@@ -81,3 +81,9 @@ def test_matrix_of_tutorial_steps_has_a_row_per_step_and_generations_across():
         "| keras_load | passed | passed |",
         "| mixed_apis | failed in save: ValueError: Invalid filepath extension | passed |",
     ]
+
+
+def test_report_without_a_store_says_so_and_creates_nothing(tmp_path, capsys):
+    assert report.main(["--store-dir", str(tmp_path / "none")]) == 1
+    assert f"No MLflow store at {tmp_path / 'none'}" in capsys.readouterr().err
+    assert not (tmp_path / "none").exists()
