@@ -7,9 +7,12 @@ process once TensorFlow is initialised.
 
 from __future__ import annotations
 
+import json
 import os
+import shutil
 import subprocess
 import sys
+import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -17,6 +20,7 @@ from hydra.core.hydra_config import HydraConfig
 from hydra.types import RunMode
 from omegaconf import DictConfig, OmegaConf
 
+from runner import cluster
 from runner import result as results
 from runner.schema import ConfigError, validate
 
@@ -30,6 +34,8 @@ def run(cfg: DictConfig) -> dict[str, Any]:
         raise SystemExit(2) from None
     output_dir = Path(HydraConfig.get().runtime.output_dir)
     overrides = list(HydraConfig.get().overrides.task)
+    if cluster.multi_worker(cfg) and not cluster.is_chief(cfg.cluster):
+        return run_as_worker(cfg, output_dir, overrides)
     if cfg.mlflow.enabled:
         return run_tracked(cfg, output_dir, overrides)
     return run_in_subprocess(cfg, output_dir, overrides)
@@ -87,36 +93,55 @@ def job_sides(cfg: DictConfig) -> list[str]:
 
 def run_in_subprocess(cfg: DictConfig, output_dir: Path, overrides: list[str],
                       extra_env: dict[str, str] | None = None) -> dict[str, Any]:
-    """Run `python -m runner.job` on the resolved config, once per side, teeing its output into
-    job.log."""
+    """Run `python -m runner.job` on the resolved config, once per side (and, for cluster=local,
+    as every worker), its output teed into job.log."""
     output_dir.mkdir(parents=True, exist_ok=True)
     config_path = output_dir / ".hydra" / "resolved.yaml"
     config_path.parent.mkdir(exist_ok=True)
     OmegaConf.save(cfg, config_path, resolve=True)
-    command = [sys.executable, "-m", "runner.job", str(config_path),
-               "--output-dir", str(output_dir)]
+    command = [sys.executable, "-m", "runner.job", str(config_path)]
     for override in overrides:
         command += ["--override", override]
-    env = {**os.environ, "PYTHONUNBUFFERED": "1", **(extra_env or {})}
+    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
     sides = job_sides(cfg)
-    for i, side in enumerate(sides):
-        returncode = run_tee([*command, "--side", side, *(["--resume"] if i else [])],
-                             env, output_dir / "job.log")
-        result = results.read_or_crashed(output_dir, returncode, final=i == len(sides) - 1)
-        if result["status"] != "running":
-            break
+    with cluster.local_workers(cfg, output_dir) as workers:
+        for i, side in enumerate(sides):
+            side_command = [*command, "--side", side, *(["--resume"] if i else [])]
+            if workers:
+                returncode, failure = cluster.run_local(
+                    workers, side_command, env, extra_env or {}, cfg.cluster)
+            else:
+                returncode, failure = run_tee(
+                    [*side_command, "--output-dir", str(output_dir)],
+                    {**env, **(extra_env or {})}, output_dir / "job.log"), None
+            result = results.read_or_crashed(
+                output_dir, returncode, final=i == len(sides) - 1,
+                failure=cluster.WorkerFailed(failure) if failure else None)
+            if failure and (result.get("error") or {}).get("type") != "WorkerFailed":
+                result["notes"].append(f"cluster: {failure}")  # beside the chief's own error
+                results.write(output_dir, result)
+            if result["status"] != "running":
+                break
     report(result, output_dir)
     return result
 
 
 def run_tee(command: list[str], env: dict[str, str], log_path: Path) -> int:
     """Run `command`, its output to the console and appended to `log_path`; its exit code."""
-    with open(log_path, "ab") as log:
-        child = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, env=env)
-        assert child.stdout is not None
-        # Chunks, not lines: Keras progress bars rewrite one line with '\r'.
-        while chunk := child.stdout.read1(65536):
-            sys.stdout.buffer.write(chunk)
-            sys.stdout.buffer.flush()
-            log.write(chunk)
-        return child.wait()
+    child = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, env=env)
+    assert child.stdout is not None
+    cluster.copy_output(child.stdout, log_path, to_console=True)
+    return child.wait()
+
+
+def run_as_worker(cfg: DictConfig, output_dir: Path, overrides: list[str]) -> dict[str, Any]:
+    """A non-chief worker of a cluster an orchestrator started (tf_config, slurm): it takes part
+    in every collective, saving included, into a temporary directory; it records nothing in
+    MLflow or the output directory but its log, worker-<rank>.log."""
+    rank = os.environ.get("SLURM_PROCID") or json.loads(
+        os.environ.get("TF_CONFIG") or "{}").get("task", {}).get("index", "x")
+    with tempfile.TemporaryDirectory(prefix="runner-worker") as temporary:
+        result = run_in_subprocess(cfg, Path(temporary), overrides)
+        output_dir.mkdir(parents=True, exist_ok=True)
+        shutil.copy(Path(temporary) / "job.log", output_dir / f"worker-{rank}.log")
+    return result

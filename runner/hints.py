@@ -51,6 +51,9 @@ KNOWN: list[tuple[str | None, tuple[str, ...], str]] = [
      "scope names; load_api.optimizer=sgd trains"),
     (None, ("Attempt to convert a value", "PerReplica"),
      "Keras 3 fit under MultiWorkerMirroredStrategy (keras-team/keras#20585); keras=legacy works"),
+    (None, ("stopped sending heartbeats",),
+     "another worker of the cluster died or hung: see its log (worker-<i>.log) and the "
+     "'cluster:' note"),
     ("load", ("KeyError", "serving_default"),
      "the SavedModel has no serving_default signature: a subclassed model saved before it "
      "traced a call (the seed's caveat), or one with several inputs (tensorflow#69307)"),

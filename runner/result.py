@@ -101,8 +101,10 @@ class JobCrashed(RuntimeError):
     """The job process ended without writing its result."""
 
 
-def read_or_crashed(output_dir: Path, returncode: int, final: bool = True) -> dict[str, Any]:
-    """The job's result; if the process died before finishing it, a failed one saying so.
+def read_or_crashed(output_dir: Path, returncode: int, final: bool = True,
+                    failure: BaseException | None = None) -> dict[str, Any]:
+    """The job's result; if its process ended before finishing it, a failed one saying why:
+    `failure` when given (e.g. another worker of the job failed), else JobCrashed.
     final=False: a job's train-side process, which ends with its result still running."""
     try:
         result = read(output_dir)
@@ -110,12 +112,13 @@ def read_or_crashed(output_dir: Path, returncode: int, final: bool = True) -> di
         result = {"status": "running", "phase": "data"}
     if result.get("status") in ("passed", "failed", "interrupted"):
         return result
-    if not final and returncode == 0:
+    if failure is None and not final and returncode == 0:
         return result
     phase = result.get("phase", "data")
-    crash = JobCrashed(f"the job process exited with code {returncode} during phase '{phase}' "
-                       "before writing its result; see job.log")
-    set_error(result, crash, phase, None)
+    if failure is None:
+        failure = JobCrashed(f"the job process exited with code {returncode} during phase "
+                             f"'{phase}' before writing its result; see job.log")
+    set_error(result, failure, phase, None)
     write(output_dir, result)
     return result
 

@@ -10,6 +10,8 @@ import os
 import sys
 from typing import Any
 
+from runner import cluster
+
 
 def prepare(cfg: Any, side: str = "both") -> Any:
     """Select the side's Keras generation, import TensorFlow, split the CPU as its strategies
@@ -36,6 +38,8 @@ def prepare(cfg: Any, side: str = "both") -> Any:
         cpu = tf.config.list_physical_devices("CPU")[0]
         logical = [tf.config.LogicalDeviceConfiguration()] * max(cpu_replicas)
         tf.config.set_logical_device_configuration(cpu, logical)
+    if any(s.name == cluster.MULTI_WORKER for s in STRATEGIES[side](cfg)):
+        multi_worker_strategy(cfg.cluster)  # before any op starts the runtime without it
     return tf
 
 
@@ -46,8 +50,9 @@ STRATEGIES = {
 }
 
 
-def make_strategy(side: Any) -> Any:
-    """The tf.distribute strategy a `strategy`/`load_strategy` group describes; None for `none`."""
+def make_strategy(side: Any, cluster_cfg: Any = None) -> Any:
+    """The tf.distribute strategy a `strategy`/`load_strategy` group describes; None for `none`.
+    `cluster_cfg`: where a multi_worker_mirrored strategy finds its workers."""
     import tensorflow as tf
 
     if side.name == "none":
@@ -58,7 +63,23 @@ def make_strategy(side: Any) -> Any:
         return tf.distribute.OneDeviceStrategy(side.device)
     if side.name == "mirrored":
         return tf.distribute.MirroredStrategy(devices=mirrored_devices(side.replicas))
+    if side.name == cluster.MULTI_WORKER:
+        return multi_worker_strategy(cluster_cfg)
     raise ValueError(f"unknown strategy {side.name!r}")
+
+
+_multi_worker: list[Any] = []
+
+
+def multi_worker_strategy(cluster_cfg: Any) -> Any:
+    """The process's one MultiWorkerMirroredStrategy: it must be created before the runtime
+    starts and only once, so both sides share it."""
+    import tensorflow as tf
+
+    if not _multi_worker:
+        _multi_worker.append(tf.distribute.MultiWorkerMirroredStrategy(
+            cluster_resolver=cluster.resolver(cluster_cfg)))
+    return _multi_worker[0]
 
 
 def mirrored_devices(replicas: int) -> list[str]:

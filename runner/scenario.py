@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import contextlib
 import gc
+import os
 import re
 import time
 import warnings
@@ -15,8 +16,8 @@ from typing import Any
 import numpy as np
 import tensorflow as tf
 
+from runner import cluster, models, runtime, save_load
 from runner import data as datasets
-from runner import models, runtime, save_load
 from runner import result as results
 from runner.save_load import LOADERS, SAVERS, Loaded, Stored, artifact_bytes
 
@@ -46,8 +47,9 @@ def run(cfg: Any, out: Path, result: dict[str, Any], side: str = "both") -> None
 def train_side(cfg: Any, out: Path, result: dict[str, Any], phase: Callable) -> None:
     """Train, then save into saved_model/ with the probe logits the load side must reproduce."""
     with phase("train"):
-        strategy = runtime.make_strategy(cfg.strategy)
+        strategy = runtime.make_strategy(cfg.strategy, cfg.cluster)
         result["replicas"]["train"] = runtime.replicas(strategy)
+        record_cluster(strategy, result)
         result["devices"] = [d.name for d in tf.config.list_logical_devices()]
         result["keras_module"] = runtime.keras_generation()
     with phase("data"):
@@ -73,7 +75,12 @@ def train_side(cfg: Any, out: Path, result: dict[str, Any], phase: Callable) -> 
         result["artifact"] = str(path)
         result["artifact_bytes"] = artifact_bytes(path)
         result["notes"] += notes
-    if cfg.mlflow.enabled and cfg.mlflow.log_model:
+    log_model = cfg.mlflow.enabled and cfg.mlflow.log_model
+    if log_model and cfg.strategy.name == cluster.MULTI_WORKER:
+        result["notes"].append(
+            "mlflow.log_model skipped: under MultiWorkerMirroredStrategy saving is a collective "
+            "every worker must join, and only the chief records to MLflow")
+    elif log_model and os.environ.get("MLFLOW_RUN_ID"):  # set for the chief only
         with phase("mlflow_model"), timed(result, "mlflow_model_s"):
             from runner import tracking
 
@@ -85,8 +92,9 @@ def load_side(cfg: Any, out: Path, result: dict[str, Any], phase: Callable) -> N
     """Load what the train side (or `load_from`) saved, verify it, keep training or serving it."""
     with phase("load"):
         stored = stored_model(cfg, out, result)
-        load_strategy = runtime.make_strategy(cfg.load_strategy)
+        load_strategy = runtime.make_strategy(cfg.load_strategy, cfg.cluster)
         result["replicas"]["load"] = runtime.replicas(load_strategy)
+        record_cluster(load_strategy, result)
         result["load_keras_module"] = runtime.keras_generation()
         with timed(result, "load_s"):
             loaded = load(stored.model, cfg, load_strategy)
@@ -145,6 +153,15 @@ def save_before_fit(model: tf.keras.Model, save_api: str, out: Path) -> dict[str
         "model before saving; the job then saves it after fit."
     )
     return report
+
+
+def record_cluster(strategy: tf.distribute.Strategy | None, result: dict[str, Any]) -> None:
+    """Under MultiWorkerMirroredStrategy: the cluster and which task this process was."""
+    resolver = getattr(strategy, "cluster_resolver", None)
+    if isinstance(strategy, tf.distribute.MultiWorkerMirroredStrategy) and resolver is not None:
+        spec = resolver.cluster_spec().as_dict()
+        result["cluster"] = {"workers": sum(len(tasks) for tasks in spec.values()),
+                             "task": f"{resolver.task_type}:{resolver.task_id}", "spec": spec}
 
 
 def saved_with(cfg: Any, path: Path, result: dict[str, Any]) -> dict[str, Any]:

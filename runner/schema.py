@@ -46,6 +46,31 @@ class MirroredStrategy:
 
 
 @dataclass
+class MultiWorkerMirroredStrategy:
+    name: str = "multi_worker_mirrored"
+
+
+@dataclass
+class LocalCluster:
+    name: str = "local"
+    workers: int = MISSING
+    timeout_s: int = MISSING
+    grace_s: int = MISSING
+
+
+@dataclass
+class TfConfigCluster:
+    name: str = "tf_config"
+
+
+@dataclass
+class SlurmCluster:
+    name: str = "slurm"
+    port_base: int = MISSING
+    gpus_per_node: int | None = MISSING
+
+
+@dataclass
 class SaveApi:
     name: str = MISSING
 
@@ -119,6 +144,7 @@ class Config:
     # Group nodes take the type of the option's own schema (see OPTION_SCHEMAS).
     strategy: Any = MISSING
     load_strategy: Any = MISSING
+    cluster: Any = MISSING
     save_api: Any = MISSING
     load_api: Any = MISSING
     model: Any = MISSING
@@ -139,9 +165,12 @@ class Config:
 # conf/<group>/<option>.yaml starts with `defaults: [/schema/<group>/<option>@_here_, _self_]`.
 OPTION_SCHEMAS: dict[str, dict[str, type]] = {
     "strategy": {"default": DefaultStrategy, "one_device": OneDeviceStrategy,
-                 "mirrored": MirroredStrategy},
+                 "mirrored": MirroredStrategy,
+                 "multi_worker_mirrored": MultiWorkerMirroredStrategy},
     "load_strategy": {"none": NoStrategy, "default": DefaultStrategy,
-                      "one_device": OneDeviceStrategy, "mirrored": MirroredStrategy},
+                      "one_device": OneDeviceStrategy, "mirrored": MirroredStrategy,
+                      "multi_worker_mirrored": MultiWorkerMirroredStrategy},
+    "cluster": {"local": LocalCluster, "tf_config": TfConfigCluster, "slurm": SlurmCluster},
     "save_api": dict.fromkeys(("keras", "saved_model", "keras_saved_model", "export"), SaveApi),
     "load_api": {"keras": LoadApi, "saved_model": LoadApi, "hub": RetrainingLoadApi,
                  "tfsm_layer": RetrainingLoadApi},
@@ -181,6 +210,11 @@ _RANGES: list[tuple[str, Any, str]] = [
     ("data.shuffle_buffer", lambda v: v >= 1, "an integer >= 1"),
     ("data.test_fraction", lambda v: v is None or 0 < v < 1, "a number in (0, 1)"),
     ("verbose", lambda v: v in (0, 1, 2), "0, 1 or 2"),
+    ("cluster.workers", lambda v: v is None or v >= 1, "an integer >= 1"),
+    ("cluster.timeout_s", lambda v: v is None or v >= 1, "an integer >= 1"),
+    ("cluster.grace_s", lambda v: v is None or v >= 0, "an integer >= 0"),
+    ("cluster.port_base", lambda v: v is None or 1 <= v <= 65535, "a port in 1..65535"),
+    ("cluster.gpus_per_node", lambda v: v is None or v >= 0, "an integer >= 0"),
     ("mlflow.http_timeout_s", lambda v: v >= 1, "an integer >= 1"),
     ("mlflow.http_max_retries", lambda v: v >= 0, "an integer >= 0"),
 ]

@@ -1,0 +1,198 @@
+"""Multi-worker jobs: the cluster MultiWorkerMirroredStrategy runs on and, for cluster=local,
+its worker processes on this machine.
+
+No TensorFlow at import: the Hydra process starts and watches the workers; only `resolver` (in
+a job process) imports it.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from collections.abc import Iterator, Mapping
+from contextlib import ExitStack
+from dataclasses import dataclass
+from pathlib import Path
+from typing import IO, Any
+
+MULTI_WORKER = "multi_worker_mirrored"
+
+
+def multi_worker(cfg: Any) -> bool:
+    """Whether either side of the job trains or loads under MultiWorkerMirroredStrategy."""
+    return MULTI_WORKER in (cfg.strategy.name, cfg.load_strategy.name)
+
+
+def resolver(cluster: Any) -> Any:
+    """The TensorFlow cluster resolver for `cluster` (in a job process)."""
+    import tensorflow as tf
+
+    resolvers = tf.distribute.cluster_resolver
+    if cluster.name == "slurm" and cluster.gpus_per_node == 0:
+        # tensorflow#56894: SlurmClusterResolver cannot be told "no GPUs" (it pairs every task
+        # with GPUs). Let it lay the tasks out with a placeholder GPU each, touching no
+        # CUDA_VISIBLE_DEVICES, and keep only that layout.
+        tasks = int(os.environ.get("SLURM_STEP_NUM_TASKS") or os.environ.get("SLURM_NTASKS", 1))
+        slurm = resolvers.SlurmClusterResolver(
+            port_base=cluster.port_base, gpus_per_node=tasks, gpus_per_task=1, auto_set_gpu=False)
+        return resolvers.SimpleClusterResolver(
+            slurm.cluster_spec(), task_type=slurm.task_type, task_id=slurm.task_id,
+            num_accelerators={})
+    if cluster.name == "slurm":
+        return resolvers.SlurmClusterResolver(
+            port_base=cluster.port_base, gpus_per_node=cluster.gpus_per_node)
+    # cluster=local: the runner set TF_CONFIG for each worker; tf_config: an orchestrator did.
+    return resolvers.TFConfigClusterResolver()
+
+
+def is_chief(cluster: Any, environ: Mapping[str, str] = os.environ) -> bool:
+    """Whether this process's worker records the job (result.json, MLflow). For tf_config and
+    slurm an orchestrator starts the runner once per worker; for local this process is the
+    chief's, and starts the others."""
+    if cluster.name == "slurm":
+        return environ.get("SLURM_PROCID", "0") == "0"
+    if cluster.name == "tf_config":
+        tf_config = json.loads(environ.get("TF_CONFIG") or "{}")
+        task = tf_config.get("task", {})
+        if "chief" in tf_config.get("cluster", {}):
+            return task.get("type") == "chief"
+        return task.get("type", "worker") == "worker" and int(task.get("index", 0)) == 0
+    return True
+
+
+# ---- cluster=local ---------------------------------------------------------------------------
+
+@contextlib.contextmanager
+def local_workers(cfg: Any, output_dir: Path) -> Iterator[list[Worker]]:
+    """The job's workers for cluster=local ([] otherwise): the chief writes into `output_dir`,
+    the others into temporary directories removed afterwards (they save too: saving is a
+    collective), their logs kept as worker-<i>.log."""
+    if not (multi_worker(cfg) and cfg.cluster.name == "local"):
+        yield []
+        return
+    workers = [Worker(0, output_dir, output_dir / "job.log")]
+    try:
+        for i in range(1, cfg.cluster.workers):
+            temporary = Path(tempfile.mkdtemp(prefix=f"runner-worker{i}-"))
+            workers.append(Worker(i, temporary, output_dir / f"worker-{i}.log"))
+        yield workers
+    finally:
+        for w in workers[1:]:
+            shutil.rmtree(w.output_dir, ignore_errors=True)
+
+
+class WorkerFailed(RuntimeError):
+    """A worker of a multi-worker job died, failed or hung; the others were stopped."""
+
+
+@dataclass
+class Worker:
+    index: int
+    output_dir: Path  # the chief's: the job's output dir; the others': temporary
+    log: Path
+    process: subprocess.Popen | None = None
+
+
+def free_ports(n: int) -> list[int]:
+    """n distinct ports free on 127.0.0.1 right now (held together, so never the same twice)."""
+    with ExitStack() as stack:
+        sockets = [stack.enter_context(socket.socket()) for _ in range(n)]
+        for s in sockets:
+            s.bind(("127.0.0.1", 0))
+        return [s.getsockname()[1] for s in sockets]
+
+
+def tf_config(ports: list[int], index: int) -> str:
+    return json.dumps({"cluster": {"worker": [f"127.0.0.1:{p}" for p in ports]},
+                       "task": {"type": "worker", "index": index}})
+
+
+def run_local(workers: list[Worker], command: list[str], env: Mapping[str, str],
+              chief_env: Mapping[str, str], cluster: Any) -> tuple[int, str | None]:
+    """Run `command` (without --output-dir) as every worker, each with its TF_CONFIG on a free
+    port. The chief's output goes to the console and its job.log, each other worker's to its
+    worker-<i>.log. When one worker fails, the others get `grace_s` to record their own error,
+    then all are stopped; so are workers still running after `timeout_s`. No worker outlives
+    this call. Returns the chief's exit code and, if a worker failed or hung, what happened."""
+    ports = free_ports(len(workers))
+    copiers = []
+    try:
+        for w in workers:
+            worker_env = {**env, **(chief_env if w.index == 0 else {}),
+                          "TF_CONFIG": tf_config(ports, w.index)}
+            w.process = subprocess.Popen(
+                [*command, "--output-dir", str(w.output_dir)], env=worker_env,
+                stdout=subprocess.PIPE, stderr=subprocess.STDOUT, start_new_session=True)
+            copiers.append(threading.Thread(
+                target=copy_output, args=(w.process.stdout, w.log, w.index == 0), daemon=True))
+            copiers[-1].start()
+        (workers[0].output_dir / "workers.json").write_text(json.dumps([
+            {"index": w.index, "pid": w.process.pid, "port": port, "log": str(w.log),
+             "output_dir": str(w.output_dir)} for w, port in zip(workers, ports, strict=True)],
+            indent=2) + "\n")
+        failure = _watch(workers, cluster.timeout_s, cluster.grace_s)
+    finally:
+        for w in workers:
+            _stop(w)
+        for copier in copiers:
+            copier.join(timeout=5)
+    return workers[0].process.returncode, failure
+
+
+def _watch(workers: list[Worker], timeout_s: float, grace_s: float) -> str | None:
+    """Wait for every worker; the first failure (or the timeout), and stop waiting after grace."""
+    deadline, stop_at, failure = time.monotonic() + timeout_s, None, None
+    while any(w.process.poll() is None for w in workers):
+        now = time.monotonic()
+        if failure is None:
+            failed = [w for w in workers if w.process.poll() not in (None, 0)]
+            if failed:
+                w = failed[0]
+                failure = (f"worker {w.index}{' (chief)' if w.index == 0 else ''} exited with "
+                           f"code {w.process.returncode}; see {w.log.name}")
+                stop_at = now + grace_s
+            elif now > deadline:
+                running = [w.index for w in workers if w.process.poll() is None]
+                failure = (f"worker(s) {running} still running after cluster.timeout_s="
+                           f"{timeout_s:g} s: a hung worker; stopped")
+                stop_at = now
+        if stop_at is not None and now >= stop_at:
+            running = [w.index for w in workers if w.process.poll() is None]
+            if running and "still running" not in failure:
+                failure += f"; worker(s) {running} still running {grace_s:g} s later: stopped"
+            break
+        time.sleep(0.1)
+    return failure
+
+
+def _stop(w: Worker) -> None:
+    """Kill the worker's whole process group (TensorFlow starts threads, not children, but a
+    process group leaves nothing behind either way) and reap it."""
+    if w.process is None:
+        return
+    if w.process.poll() is None:
+        try:
+            os.killpg(w.process.pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+    w.process.wait()
+
+
+def copy_output(stream: IO[bytes], log: Path, to_console: bool) -> None:
+    """A process's output into `log` (appended) and, for the chief, the console."""
+    with open(log, "ab") as out:
+        # Chunks, not lines: Keras progress bars rewrite one line with '\r'.
+        while chunk := stream.read1(65536):
+            if to_console:
+                sys.stdout.buffer.write(chunk)
+                sys.stdout.buffer.flush()
+            out.write(chunk)

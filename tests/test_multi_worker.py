@@ -1,0 +1,153 @@
+"""Multi-worker training on TensorFlow's distributed runtime: local workers, TF_CONFIG, SLURM."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+from conftest import FAST, ROOT, read_result
+from hydra import compose, initialize_config_dir
+from omegaconf import OmegaConf
+
+from runner import cluster, schema
+
+MULTI_WORKER = ["strategy=multi_worker_mirrored", "keras=legacy"]
+
+
+def gone(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return True
+    return False
+
+
+def test_two_local_workers_train_save_load_and_continue(run_job, tmp_path):
+    proc, r = run_job(*MULTI_WORKER, "load_strategy=multi_worker_mirrored")
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    assert r["status"] == "passed", r["error"]
+    assert r["replicas"] == {"train": 2, "load": 2}
+    assert (r["cluster"]["workers"], r["cluster"]["task"]) == (2, "worker:0")
+    assert r["max_abs_diff"] <= r["tolerance"]  # the saved model loads and its logits match
+    assert r["accuracy"]["after_continue"] is not None
+    job = tmp_path / "run"
+    workers = json.loads((job / "workers.json").read_text())
+    assert [w["index"] for w in workers] == [0, 1]
+    assert workers[0]["output_dir"] == str(job)
+    # Worker 1 saved too (a collective), into a temporary directory that is gone now; its log
+    # stays; the chief alone wrote the result.
+    assert not Path(workers[1]["output_dir"]).exists()
+    assert (job / "worker-1.log").stat().st_size > 0
+    assert all(gone(w["pid"]) for w in workers)
+
+
+def test_keras3_fails_in_fit_with_the_hint(run_job):
+    proc, r = run_job("strategy=multi_worker_mirrored", "keras=v3")
+    assert proc.returncode == 1
+    assert (r["error"]["phase"], r["error"]["type"]) == ("train", "ValueError")
+    assert "PerReplica" in r["error"]["message"]
+    assert "keras-team/keras#20585" in r["error"]["hint"]
+
+
+@pytest.mark.parametrize("sig, names_the_worker", [
+    (signal.SIGKILL, "worker 1 exited with code -9"),  # a worker that dies
+    (signal.SIGSTOP, "worker(s) [1] still running"),  # a worker that hangs
+], ids=["killed", "hung"])
+def test_a_dead_or_hung_worker_fails_the_job_within_the_bound(tmp_path, sig, names_the_worker):
+    job = tmp_path / "run"
+    command = [sys.executable, "-m", "runner", f"hydra.run.dir={job}", *MULTI_WORKER,
+               "train.epochs=500", "verbose=2", "mlflow.enabled=false", "cluster.grace_s=5"]
+    proc = subprocess.Popen(command, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    try:
+        deadline = time.monotonic() + 120
+        while "Epoch 3/" not in _read(job / "job.log"):  # both workers are training
+            assert time.monotonic() < deadline and proc.poll() is None, _read(job / "job.log")
+            time.sleep(0.2)
+        workers = json.loads((job / "workers.json").read_text())
+        os.kill(workers[1]["pid"], sig)
+        signalled = time.monotonic()
+        proc.wait(timeout=120)
+        took = time.monotonic() - signalled
+    finally:
+        proc.kill()
+    assert proc.returncode == 1
+    r = read_result(job)
+    assert r["status"] == "failed" and r["error"]["phase"] == "train"
+    # TensorFlow's runtime names the task that stopped; the runner's watch names the worker.
+    assert "task:1" in r["error"]["message"], r["error"]
+    assert any(names_the_worker in text for text in [r["error"]["message"], *r["notes"]]), r
+    # Bounded: TensorFlow's heartbeat check (about 10 s here) plus cluster.grace_s.
+    assert took < 5 + 40, f"the job took {took:.0f} s to fail"
+    assert all(gone(w["pid"]) for w in workers)
+    assert not Path(workers[1]["output_dir"]).exists()
+
+
+def test_workers_an_orchestrator_starts_with_tf_config(tmp_path):
+    """cluster=tf_config: the runner started once per worker, as Kubernetes or Vertex AI do."""
+    ports = cluster.free_ports(2)
+    procs = [
+        subprocess.Popen(
+            [sys.executable, "-m", "runner", f"hydra.run.dir={tmp_path}/w{i}", *MULTI_WORKER,
+             "cluster=tf_config", *FAST],
+            cwd=ROOT, env={**os.environ, "TF_CONFIG": cluster.tf_config(ports, i)},
+            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+        for i in range(2)]
+    outputs = [p.communicate(timeout=300)[0] for p in procs]
+    assert [p.returncode for p in procs] == [0, 0], outputs[0][-2000:] + outputs[1][-2000:]
+    chief = read_result(tmp_path / "w0")
+    assert chief["status"] == "passed" and chief["cluster"]["task"] == "worker:0"
+    assert chief["replicas"]["train"] == 2
+    # The other worker records nothing but its log.
+    assert not (tmp_path / "w1" / "result.json").exists()
+    assert not (tmp_path / "w1" / "saved_model").exists()
+    assert (tmp_path / "w1" / "worker-1.log").stat().st_size > 0
+
+
+def test_slurm_resolver_builds_the_cluster_from_slurms_variables(monkeypatch):
+    monkeypatch.setenv("SLURM_PROCID", "3")
+    monkeypatch.setenv("SLURM_STEP_NUM_TASKS", "4")
+    monkeypatch.setenv("SLURM_STEP_NODELIST", "node[07-08]")
+    monkeypatch.setenv("SLURM_STEP_TASKS_PER_NODE", "2(x2)")
+    cfg = OmegaConf.create({"name": "slurm", "port_base": 8888, "gpus_per_node": 0})
+    resolver = cluster.resolver(cfg)
+    assert resolver.cluster_spec().as_dict() == {"worker": [
+        "node07:8888", "node07:8889", "node08:8888", "node08:8889"]}
+    assert (resolver.task_type, resolver.task_id) == ("worker", 3)
+    assert not resolver.num_accelerators()  # CPU nodes: MultiWorkerMirroredStrategy uses the CPU
+    assert not cluster.is_chief(cfg)
+    monkeypatch.setenv("SLURM_PROCID", "0")
+    assert cluster.is_chief(cfg)
+
+
+@pytest.mark.parametrize("tf_config, chief", [
+    ({"cluster": {"worker": ["a:1", "b:1"]}, "task": {"type": "worker", "index": 0}}, True),
+    ({"cluster": {"worker": ["a:1", "b:1"]}, "task": {"type": "worker", "index": 1}}, False),
+    ({"cluster": {"chief": ["c:1"], "worker": ["a:1"]}, "task": {"type": "worker", "index": 0}},
+     False),
+    ({"cluster": {"chief": ["c:1"], "worker": ["a:1"]}, "task": {"type": "chief", "index": 0}},
+     True),
+])
+def test_the_chief_of_a_tf_config_cluster_records_the_job(tf_config, chief):
+    cfg = OmegaConf.create({"name": "tf_config"})
+    assert cluster.is_chief(cfg, {"TF_CONFIG": json.dumps(tf_config)}) == chief
+
+
+def test_slurm_preset_runs_one_worker_per_submitit_task():
+    schema.register()
+    with initialize_config_dir(config_dir=str(ROOT / "conf"), version_base="1.3"):
+        cfg = compose(config_name="config", overrides=["experiment=slurm_multi_worker"],
+                      return_hydra_config=True)
+    assert cfg.hydra.launcher._target_.endswith("submitit_launcher.SlurmLauncher")
+    assert (cfg.hydra.launcher.nodes, cfg.hydra.launcher.tasks_per_node) == (2, 1)
+    assert (cfg.strategy.name, cfg.cluster.name, cfg.keras.name) == (
+        "multi_worker_mirrored", "slurm", "legacy")
+
+
+def _read(path: Path) -> str:
+    return path.read_text(errors="replace") if path.exists() else ""
