@@ -206,10 +206,12 @@ def metrics(result: Mapping[str, Any]) -> Iterator[Metric]:
 
 def log_files(client: MlflowClient, run_id: str, result: Mapping[str, Any],
               output_dir: Path) -> None:
-    """The saved model as written, Hydra's configs, the log, the result, curves, traceback."""
-    for name in ("result.json", "job.log", "traceback.txt"):
-        if (output_dir / name).exists():
-            client.log_artifact(run_id, str(output_dir / name))
+    """The saved model as written, Hydra's configs, the logs, the result, curves, traceback."""
+    for path in (output_dir / "result.json", output_dir / "job.log",
+                 output_dir / "traceback.txt", output_dir / "workers.json",
+                 *sorted(output_dir.glob("worker-*.log"))):  # multi-worker: the others' output
+        if path.exists():
+            client.log_artifact(run_id, str(path))
     if (output_dir / ".hydra").is_dir():
         client.log_artifacts(run_id, str(output_dir / ".hydra"), ".hydra")
     if (output_dir / "saved_model").is_dir():  # a load_from job saved nothing of its own

@@ -45,6 +45,7 @@ def test_defaults_are_the_documented_ones():
     assert chosen == {
         "strategy": "default", "load_strategy": "none", "save_api": "keras", "load_api": "keras",
         "model": "sequential", "data": "digits", "keras": "v3", "load_keras": "v3",
+        "cluster": "local",
     }
     assert (cfg.load_from, cfg.tutorial_step) == (None, None)
     assert (cfg.seed, cfg.train.epochs, cfg.train.batch_size_per_replica) == (0, 2, 64)

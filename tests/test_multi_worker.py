@@ -11,8 +11,9 @@ import time
 from pathlib import Path
 
 import pytest
-from conftest import FAST, ROOT, read_result
+from conftest import FAST, ROOT, read_result, runner
 from hydra import compose, initialize_config_dir
+from mlflow.tracking import MlflowClient
 from omegaconf import OmegaConf
 
 from runner import cluster, schema
@@ -28,23 +29,31 @@ def gone(pid: int) -> bool:
     return False
 
 
-def test_two_local_workers_train_save_load_and_continue(run_job, tmp_path):
-    proc, r = run_job(*MULTI_WORKER, "load_strategy=multi_worker_mirrored")
+def test_two_local_workers_train_save_load_and_continue(tmp_path):
+    job, store = tmp_path / "run", tmp_path / "mlflow"
+    proc = runner(f"hydra.run.dir={job}", *MULTI_WORKER, "load_strategy=multi_worker_mirrored",
+                  *FAST[:-1], f"mlflow.store_dir={store}")
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    r = read_result(job)
     assert r["status"] == "passed", r["error"]
     assert r["replicas"] == {"train": 2, "load": 2}
     assert (r["cluster"]["workers"], r["cluster"]["task"]) == (2, "worker:0")
     assert r["max_abs_diff"] <= r["tolerance"]  # the saved model loads and its logits match
     assert r["accuracy"]["after_continue"] is not None
-    job = tmp_path / "run"
     workers = json.loads((job / "workers.json").read_text())
     assert [w["index"] for w in workers] == [0, 1]
     assert workers[0]["output_dir"] == str(job)
     # Worker 1 saved too (a collective), into a temporary directory that is gone now; its log
-    # stays; the chief alone wrote the result.
+    # stays; the chief alone wrote the result and the one MLflow run.
     assert not Path(workers[1]["output_dir"]).exists()
     assert (job / "worker-1.log").stat().st_size > 0
     assert all(gone(w["pid"]) for w in workers)
+    client = MlflowClient(f"sqlite:///{store}/mlflow.db")
+    (run,) = client.search_runs([client.get_experiment_by_name("runner-save-load").experiment_id])
+    assert run.info.status == "FINISHED" and run.data.tags["strategy"] == "multi_worker_mirrored"
+    artifacts = {a.path for a in client.list_artifacts(run.info.run_id)}
+    assert {"result.json", "job.log", "worker-1.log", "workers.json", "saved_model"} <= artifacts
+    assert any("mlflow.log_model skipped" in note for note in r["notes"])
 
 
 def test_keras3_fails_in_fit_with_the_hint(run_job):
