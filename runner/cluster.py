@@ -8,6 +8,7 @@ a job process) imports it.
 from __future__ import annotations
 
 import contextlib
+import ctypes
 import json
 import os
 import shutil
@@ -131,7 +132,8 @@ def run_local(workers: list[Worker], command: list[str], env: Mapping[str, str],
                           "TF_CONFIG": tf_config(ports, w.index)}
             w.process = subprocess.Popen(
                 [*command, "--output-dir", str(w.output_dir)], env=worker_env,
-                stdout=subprocess.PIPE, stderr=subprocess.STDOUT, start_new_session=True)
+                stdout=subprocess.PIPE, stderr=subprocess.STDOUT, start_new_session=True,
+                preexec_fn=_die_with_parent)
             copiers.append(threading.Thread(
                 target=copy_output, args=(w.process.stdout, w.log, w.index == 0), daemon=True))
             copiers[-1].start()
@@ -172,6 +174,18 @@ def _watch(workers: list[Worker], timeout_s: float, grace_s: float) -> str | Non
             break
         time.sleep(0.1)
     return failure
+
+
+def _die_with_parent() -> None:
+    """In the worker, before it starts: Linux sends it SIGKILL when the runner that started it
+    dies, however it dies (SIGKILL included), so no worker is left waiting on a collective."""
+    try:
+        ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
+    except (OSError, AttributeError):  # not Linux: the runner's own cleanup still applies
+        pass
+
+
+PR_SET_PDEATHSIG = 1
 
 
 def _stop(w: Worker) -> None:
