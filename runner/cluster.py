@@ -72,6 +72,18 @@ def is_chief(cluster: Any, environ: Mapping[str, str] = os.environ) -> bool:
 
 # ---- cluster=local ---------------------------------------------------------------------------
 
+class WorkerFailed(RuntimeError):
+    """A worker of a multi-worker job died, failed or hung; the others were stopped."""
+
+
+@dataclass
+class Worker:
+    index: int
+    output_dir: Path  # the chief's: the job's output dir; the others': temporary
+    log: Path
+    process: subprocess.Popen | None = None
+
+
 @contextlib.contextmanager
 def local_workers(cfg: Any, output_dir: Path) -> Iterator[list[Worker]]:
     """The job's workers for cluster=local ([] otherwise): the chief writes into `output_dir`,
@@ -89,18 +101,6 @@ def local_workers(cfg: Any, output_dir: Path) -> Iterator[list[Worker]]:
     finally:
         for w in workers[1:]:
             shutil.rmtree(w.output_dir, ignore_errors=True)
-
-
-class WorkerFailed(RuntimeError):
-    """A worker of a multi-worker job died, failed or hung; the others were stopped."""
-
-
-@dataclass
-class Worker:
-    index: int
-    output_dir: Path  # the chief's: the job's output dir; the others': temporary
-    log: Path
-    process: subprocess.Popen | None = None
 
 
 def free_ports(n: int) -> list[int]:
