@@ -1,4 +1,5 @@
-"""The data: scikit-learn's digits (offline default) or TFDS MNIST, as tf.data pipelines."""
+"""The data: scikit-learn's digits (offline default), TFDS MNIST, or MNIST-shaped synthetic
+data, as tf.data pipelines."""
 
 from __future__ import annotations
 
@@ -29,13 +30,20 @@ def load(cfg: Any, global_batch: int) -> Data:
     """Datasets batched for `global_batch` = per-replica batch x replicas of the strategy in use."""
     if cfg.data.name == "digits":
         train, test = _digits(cfg.data.test_fraction, cfg.seed)
+    elif cfg.data.name == "synthetic":
+        train, test = _synthetic(cfg.data.n_train, cfg.data.n_test, cfg.seed)
     else:
         train, test = _mnist(cfg.data.data_dir, cfg.data.download)
     n_train, n_test = int(train.cardinality()), int(test.cardinality())
+    calls = tf.data.AUTOTUNE if cfg.speed.parallel_map else None  # order stays deterministic
+    train = train.map(scale, num_parallel_calls=calls)
+    test = test.map(scale, num_parallel_calls=calls)
     train = train.cache().shuffle(cfg.data.shuffle_buffer, seed=cfg.seed).batch(global_batch)
     probe = next(iter(test.batch(cfg.verify.probe_size)))[0].numpy()
-    return Data(train=train, test=test.batch(global_batch), probe=probe,
-                n_train=n_train, n_test=n_test)
+    test = test.batch(global_batch)
+    if cfg.speed.prefetch:
+        train, test = train.prefetch(tf.data.AUTOTUNE), test.prefetch(tf.data.AUTOTUNE)
+    return Data(train=train, test=test, probe=probe, n_train=n_train, n_test=n_test)
 
 
 def scale(image: tf.Tensor, label: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
@@ -58,9 +66,24 @@ def _digits(test_fraction: float, seed: int) -> tuple[tf.data.Dataset, tf.data.D
 
     def dataset(idx: np.ndarray) -> tf.data.Dataset:
         pairs = (images[idx], digits.target[idx].astype(np.int64))
-        return tf.data.Dataset.from_tensor_slices(pairs).map(scale)
+        return tf.data.Dataset.from_tensor_slices(pairs)
 
     return dataset(train_idx), dataset(test_idx)
+
+
+def _synthetic(n_train: int, n_test: int,
+               seed: int) -> tuple[tf.data.Dataset, tf.data.Dataset]:
+    """MNIST's shapes and types, made from `seed`: each class a random pattern plus noise."""
+    rng = np.random.default_rng(seed)
+    patterns = rng.integers(0, 256, size=(10, 28, 28, 1), dtype=np.uint8)
+
+    def dataset(n: int) -> tf.data.Dataset:
+        labels = rng.integers(0, 10, size=n)
+        noise = rng.integers(0, 128, size=(n, 28, 28, 1), dtype=np.uint8)
+        images = patterns[labels] // 2 + noise  # at most 127 + 127: stays uint8
+        return tf.data.Dataset.from_tensor_slices((images, labels.astype(np.int64)))
+
+    return dataset(n_train), dataset(n_test)
 
 
 def _mnist(data_dir: str | None, download: bool) -> tuple[tf.data.Dataset, tf.data.Dataset]:
@@ -83,7 +106,7 @@ def _mnist(data_dir: str | None, download: bool) -> tuple[tf.data.Dataset, tf.da
             "and run with data.data_dir=DIR data.download=false; or use the bundled offline "
             "data with data=digits."
         ) from e
-    return train.map(scale), test.map(scale)
+    return train, test
 
 
 def _tfds_mnist(data_dir: str | None, download: bool) -> list[tf.data.Dataset]:

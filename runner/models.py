@@ -21,12 +21,15 @@ def build(name: str) -> tf.keras.Model:
     raise ValueError(f"unknown model {name!r}")
 
 
-def compile_model(model: tf.keras.Model, optimizer: str = "adam") -> None:
-    """The seed's compile: logits, sparse labels, Adam."""
+def compile_model(model: tf.keras.Model, optimizer: str = "adam",
+                  jit_compile: bool = False) -> None:
+    """The seed's compile: logits, sparse labels, Adam. jit_compile=True forces XLA; otherwise
+    each Keras keeps its own default (Keras 3: XLA where there is a GPU)."""
     model.compile(
         loss=tf.keras.losses.SparseCategoricalCrossentropy(from_logits=True),
         optimizer=tf.keras.optimizers.get(optimizer),
         metrics=[tf.keras.metrics.SparseCategoricalAccuracy()],
+        **({"jit_compile": True} if jit_compile else {}),
     )
 
 

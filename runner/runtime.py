@@ -28,6 +28,9 @@ def prepare(cfg: Any, side: str = "both") -> Any:
             f"Keras {generation} asked for, but TensorFlow was imported earlier in this "
             "process with the other Keras generation; run each side in a fresh process")
 
+    if cfg.speed.threads:
+        tf.config.threading.set_intra_op_parallelism_threads(cfg.speed.threads)
+        tf.config.threading.set_inter_op_parallelism_threads(cfg.speed.threads)
     gpus = tf.config.list_physical_devices("GPU")
     cpu_replicas = [
         strategy.replicas

@@ -120,7 +120,7 @@ def build_model(cfg: Any, strategy: tf.distribute.Strategy) -> tf.keras.Model:
     """Build and compile inside the training strategy's scope, as the seed's get_model does."""
     with strategy.scope():
         model = models.build(cfg.model.name)
-        models.compile_model(model)
+        models.compile_model(model, jit_compile=cfg.speed.jit_compile)
     return model
 
 

@@ -110,6 +110,14 @@ class Mnist:
 
 
 @dataclass
+class Synthetic:
+    name: str = "synthetic"
+    n_train: int = MISSING
+    n_test: int = MISSING
+    shuffle_buffer: int = MISSING
+
+
+@dataclass
 class Keras:
     name: str = MISSING
 
@@ -126,6 +134,14 @@ class Train:
 class Verify:
     tolerance: float = MISSING
     probe_size: int = MISSING
+
+
+@dataclass
+class Speed:
+    prefetch: bool = MISSING
+    parallel_map: bool = MISSING
+    jit_compile: bool = MISSING
+    threads: int = MISSING
 
 
 @dataclass
@@ -159,6 +175,7 @@ class Config:
     verify: Verify = field(default_factory=Verify)
     io_device: str | None = None
     verbose: int = MISSING
+    speed: Speed = field(default_factory=Speed)
     mlflow: Mlflow = field(default_factory=Mlflow)
 
 
@@ -175,7 +192,7 @@ OPTION_SCHEMAS: dict[str, dict[str, type]] = {
     "load_api": {"keras": LoadApi, "saved_model": LoadApi, "hub": RetrainingLoadApi,
                  "tfsm_layer": RetrainingLoadApi},
     "model": dict.fromkeys(("sequential", "functional", "subclassed"), Model),
-    "data": {"digits": Digits, "mnist": Mnist},
+    "data": {"digits": Digits, "mnist": Mnist, "synthetic": Synthetic},
     "keras": dict.fromkeys(("v3", "legacy"), Keras),
     "load_keras": dict.fromkeys(("v3", "legacy"), Keras),
 }
@@ -209,7 +226,10 @@ _RANGES: list[tuple[str, Any, str]] = [
     ("verify.probe_size", lambda v: v >= 1, "an integer >= 1"),
     ("data.shuffle_buffer", lambda v: v >= 1, "an integer >= 1"),
     ("data.test_fraction", lambda v: v is None or 0 < v < 1, "a number in (0, 1)"),
+    ("data.n_train", lambda v: v is None or v >= 1, "an integer >= 1"),
+    ("data.n_test", lambda v: v is None or v >= 1, "an integer >= 1"),
     ("verbose", lambda v: v in (0, 1, 2), "0, 1 or 2"),
+    ("speed.threads", lambda v: v >= 0, "an integer >= 0 (0: TensorFlow's choice)"),
     ("cluster.workers", lambda v: v is None or v >= 1, "an integer >= 1"),
     ("cluster.timeout_s", lambda v: v is None or v >= 1, "an integer >= 1"),
     ("cluster.grace_s", lambda v: v is None or v >= 0, "an integer >= 0"),

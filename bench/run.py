@@ -1,0 +1,331 @@
+"""`python bench/run.py [--smoke] [--pairs N] [--out DIR]`: what the runner costs and how fast it
+trains, measured side by side in one run.
+
+Every comparison alternates fresh processes (A, B, A, B, ...), so that whatever else the shared
+machine does hits both sides alike, and reports medians and ratios:
+
+1. overhead: the seed's scenario as a bare script (bench/seed_script.py) against
+   `python -m runner` doing the same work with tracking on, on digits and on MNIST-sized data;
+2. startup: `python -m runner --cfg job` and a config error;
+3. training throughput: the runner's training phase against plain `model.fit`, per strategy;
+4. save and load: seconds and bytes per save_api, seconds per load_api;
+5. sweeps: an 8-job sweep with the basic launcher and with joblib n_jobs=2;
+6. speed options: each opt-in speed-up (`speed.*`) against the defaults, and whether it changed
+   any number.
+
+Writes bench.json and bench.md (with the machine's cores, memory and library versions) into
+--out (default bench/results). --smoke: tiny sizes and one pair, to keep the script working
+(CI runs it); it says nothing about speed.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass
+from functools import partial
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parents[1]
+PYTHON = sys.executable
+
+
+@dataclass
+class Sizes:
+    pairs: int = 5
+    digits_epochs: int = 2  # the runner's defaults: 2 + 2 epochs
+    synthetic_train: int = 60000  # MNIST's sizes
+    synthetic_test: int = 10000
+    synthetic_epochs: int = 1
+    throughput_train: int = 20000
+    sweep_pairs: int = 2
+    sweep: tuple[str, ...] = ("save_api=keras,saved_model", "load_api=keras,saved_model",
+                              "keras=v3,legacy")  # 8 jobs
+
+
+SMOKE = Sizes(pairs=1, digits_epochs=1, synthetic_train=512, synthetic_test=128,
+              synthetic_epochs=1, throughput_train=512, sweep_pairs=1,
+              sweep=("save_api=keras,saved_model",))
+
+
+# ---- running and timing processes ------------------------------------------------------------
+
+def timed(command: list[str]) -> tuple[float, str]:
+    """Run `command` from the repository root; its wall time and output (callers check it)."""
+    start = time.perf_counter()
+    proc = subprocess.run(command, cwd=ROOT, capture_output=True, text=True)
+    seconds = time.perf_counter() - start
+    return seconds, proc.stdout + proc.stderr
+
+
+def alternate(pairs: int, a: Callable[[int], Any], b: Callable[[int], Any]) -> tuple[list, list]:
+    """a(0), b(0), a(1), b(1), ...: both sides see the same machine."""
+    first, second = [], []
+    for i in range(pairs):
+        first.append(a(i))
+        second.append(b(i))
+    return first, second
+
+
+def median(values: list[float]) -> float:
+    return round(statistics.median(values), 4)
+
+
+def runner_job(work: Path, name: str, *overrides: str) -> tuple[float, dict[str, Any]]:
+    """`python -m runner OVERRIDES` into work/name; its wall time and result.json."""
+    out = work / name
+    seconds, output = timed([PYTHON, "-m", "runner", f"hydra.run.dir={out}", "verbose=0",
+                             *overrides])
+    try:
+        result = json.loads((out / "result.json").read_text())
+    except FileNotFoundError:
+        raise RuntimeError(f"runner wrote no result.json:\n{output[-3000:]}") from None
+    if result["status"] != "passed":
+        raise RuntimeError(f"runner job failed: {result['error']}")
+    return seconds, result
+
+
+def seed_script(*args: str) -> tuple[float, dict[str, float]]:
+    seconds, output = timed([PYTHON, "bench/seed_script.py", *args])
+    lines = [ln for ln in output.splitlines() if ln.startswith("{")]
+    if not lines:
+        raise RuntimeError(f"seed_script printed no result:\n{output[-3000:]}")
+    return seconds, json.loads(lines[-1])
+
+
+def _seed_script_s(args: list[str], i: int) -> float:
+    return seed_script(*args)[0]
+
+
+def _seed_script_rate(args: list[str], i: int) -> float:
+    return seed_script(*args)[1]["train_examples_per_s"]
+
+
+def _runner_s(work: Path, name: str, overrides: list[str], i: int) -> float:
+    return runner_job(work, f"{name}-{i}", *overrides)[0]
+
+
+def _runner_rate(work: Path, name: str, overrides: list[str], i: int) -> float:
+    return runner_job(work, f"{name}-{i}", *overrides)[1]["throughput"]["train_examples_per_s"]
+
+
+# ---- the measurements ---------------------------------------------------------------------
+
+def overhead(sizes: Sizes, work: Path) -> list[dict[str, Any]]:
+    """The bare seed script against the runner with tracking on (fresh store per workload)."""
+    workloads = {
+        "digits": ([f"--epochs={sizes.digits_epochs}"], ["data=digits"], sizes.digits_epochs),
+        "synthetic": (
+            ["--data=synthetic", f"--n-train={sizes.synthetic_train}",
+             f"--n-test={sizes.synthetic_test}", f"--epochs={sizes.synthetic_epochs}"],
+            ["data=synthetic", f"data.n_train={sizes.synthetic_train}",
+             f"data.n_test={sizes.synthetic_test}"], sizes.synthetic_epochs),
+    }
+    rows = []
+    for name, (script_args, data_overrides, epochs) in workloads.items():
+        tracked_job = [*data_overrides, f"train.epochs={epochs}", f"continue_epochs={epochs}",
+                       f"mlflow.store_dir={work / f'mlflow-{name}'}"]
+        bare, tracked = alternate(
+            sizes.pairs,
+            partial(_seed_script_s, [*script_args, f"--continue-epochs={epochs}"]),
+            partial(_runner_s, work, f"overhead-{name}", tracked_job))
+        rows.append({"workload": name, "epochs": f"{epochs} + {epochs}",
+                     "bare_script_s": median(bare), "runner_tracked_s": median(tracked),
+                     "extra_s": round(median(tracked) - median(bare), 2),
+                     "ratio": round(median(tracked) / median(bare), 3),
+                     "bare_runs": bare, "runner_runs": tracked})
+    return rows
+
+
+def startup(sizes: Sizes, work: Path) -> list[dict[str, Any]]:
+    config, error = alternate(
+        max(sizes.pairs, 3),
+        lambda i: timed([PYTHON, "-m", "runner", "--cfg", "job"])[0],
+        lambda i: timed([PYTHON, "-m", "runner", f"hydra.run.dir={work}/error",
+                         "train.epochs=0"])[0])
+    return [{"command": "python -m runner --cfg job", "median_s": median(config), "runs": config},
+            {"command": "python -m runner train.epochs=0 (config error)",
+             "median_s": median(error), "runs": error}]
+
+
+def throughput(sizes: Sizes, work: Path) -> list[dict[str, Any]]:
+    """Examples/s of the runner's training phase against plain model.fit, per strategy."""
+    data = ["--data=synthetic", f"--n-train={sizes.throughput_train}",
+            f"--n-test={sizes.synthetic_test}", "--epochs=1", "--continue-epochs=0"]
+    rows = []
+    for strategy in ("default", "one_device", "mirrored"):
+        job = [f"strategy={strategy}", "data=synthetic", f"data.n_train={sizes.throughput_train}",
+               f"data.n_test={sizes.synthetic_test}", "train.epochs=1", "continue_epochs=0",
+               "mlflow.enabled=false"]
+        plain, ours = alternate(
+            sizes.pairs, partial(_seed_script_rate, [*data, f"--strategy={strategy}"]),
+            partial(_runner_rate, work, f"throughput-{strategy}", job))
+        rows.append({"strategy": strategy, "plain_fit_examples_per_s": median(plain),
+                     "runner_examples_per_s": median(ours),
+                     "ratio": round(median(ours) / median(plain), 3),
+                     "plain_runs": plain, "runner_runs": ours})
+    return rows
+
+
+# (save_api, load_api, keras, extra overrides): each API once, in a combination that passes.
+SAVE_LOAD = [
+    ("keras", "keras", "v3", []),
+    ("saved_model", "saved_model", "v3", []),
+    ("export", "tfsm_layer", "v3", ["load_api.optimizer=sgd"]),
+    ("keras_saved_model", "hub", "legacy", []),
+]
+
+
+def save_load(sizes: Sizes, work: Path) -> list[dict[str, Any]]:
+    rows = []
+    for save_api, load_api, keras, extra in SAVE_LOAD:
+        results = [runner_job(work, f"saveload-{save_api}-{i}", f"save_api={save_api}",
+                              f"load_api={load_api}", f"keras={keras}", "train.epochs=1",
+                              "continue_epochs=0", "mlflow.enabled=false", *extra)[1]
+                   for i in range(sizes.pairs)]
+        rows.append({"save_api": save_api, "load_api": load_api, "keras": keras,
+                     "save_s": median([r["timings"]["save_s"] for r in results]),
+                     "bytes": results[0]["artifact_bytes"],
+                     "load_s": median([r["timings"]["load_s"] for r in results])})
+    return rows
+
+
+def sweeps(sizes: Sizes, work: Path) -> list[dict[str, Any]]:
+    """The same sweep with each launcher, tracking on, each time into a fresh store."""
+    common = [*sizes.sweep, "train.epochs=1", "continue_epochs=1", "verbose=0"]
+
+    def sweep(launcher: list[str], name: str) -> Callable[[int], float]:
+        def run(i: int) -> float:
+            seconds, output = timed([
+                PYTHON, "-m", "runner", "-m", f"hydra.sweep.dir={work}/{name}-{i}",
+                f"mlflow.store_dir={work}/{name}-{i}-mlflow", *launcher, *common])
+            if not (work / f"{name}-{i}" / "matrix.md").exists():
+                raise RuntimeError(f"the {name} sweep wrote no matrix:\n{output[-3000:]}")
+            return seconds
+        return run
+
+    basic, joblib = alternate(
+        sizes.sweep_pairs, sweep([], "sweep-basic"),
+        sweep(["hydra/launcher=joblib", "hydra.launcher.n_jobs=2"], "sweep-joblib"))
+    jobs = 1
+    for override in sizes.sweep:
+        jobs *= len(override.split("=", 1)[1].split(","))
+    return [{"sweep": " ".join(common), "jobs": jobs, "basic_s": median(basic),
+             "joblib_n_jobs_2_s": median(joblib), "speedup": round(median(basic) /
+                                                                    median(joblib), 3),
+             "basic_runs": basic, "joblib_runs": joblib}]
+
+
+# Opt-in speed-ups (the `speed` config), each against the defaults on the throughput workload.
+SPEED_OPTIONS = ("speed.prefetch=true", "speed.parallel_map=true", "speed.jit_compile=true",
+                 "speed.threads=1")
+
+
+def speed_options(sizes: Sizes, work: Path) -> list[dict[str, Any]]:
+    """Examples/s with each option against without, and whether the numbers stayed the same
+    (training loss per epoch and test accuracy, exactly)."""
+    base = ["data=synthetic", f"data.n_train={sizes.throughput_train}",
+            f"data.n_test={sizes.synthetic_test}", "train.epochs=1", "continue_epochs=0",
+            "mlflow.enabled=false"]
+    rows = []
+    for option in SPEED_OPTIONS:
+        name = option.split("=")[0].split(".")[1]
+        off, on = alternate(sizes.pairs, partial(_runner_result, work, f"{name}-off", base),
+                            partial(_runner_result, work, f"{name}-on", [*base, option]))
+        rate = [median([r["throughput"]["train_examples_per_s"] for r in side])
+                for side in (off, on)]
+        same = all(_numbers(a) == _numbers(b) for a, b in zip(off, on, strict=True))
+        rows.append({"option": option, "without_examples_per_s": rate[0],
+                     "with_examples_per_s": rate[1], "ratio": round(rate[1] / rate[0], 3),
+                     "same_numbers": same})
+    return rows
+
+
+def _runner_result(work: Path, name: str, overrides: list[str], i: int) -> dict[str, Any]:
+    return runner_job(work, f"{name}-{i}", *overrides)[1]
+
+
+def _numbers(result: dict[str, Any]) -> tuple:
+    return (result["history"]["train"]["loss"], result["accuracy"]["after_train"],
+            result["accuracy"]["after_load"])
+
+
+SECTIONS = {"overhead": overhead, "startup": startup, "throughput": throughput,
+            "save_load": save_load, "sweeps": sweeps, "speed_options": speed_options}
+
+
+# ---- the report --------------------------------------------------------------------------------
+
+def machine() -> dict[str, Any]:
+    from runner.result import versions
+
+    memory = None
+    if Path("/proc/meminfo").exists():
+        total_kb = int(Path("/proc/meminfo").read_text().split()[1])
+        memory = f"{total_kb / 2**20:.1f} GiB"
+    cpu = platform.processor() or platform.machine()
+    if Path("/proc/cpuinfo").exists():
+        names = [ln.split(":", 1)[1].strip() for ln in Path("/proc/cpuinfo").read_text()
+                 .splitlines() if ln.startswith("model name")]
+        cpu = names[0] if names else cpu
+    return {"cores": os.cpu_count(), "memory": memory, "cpu": cpu,
+            "platform": platform.platform(), "versions": versions()}
+
+
+def to_markdown(report: dict[str, Any]) -> str:
+    lines = [f"# Benchmark ({report['mode']}, {report['date']})", "",
+             f"Machine: {report['machine']['cores']} cores, {report['machine']['memory']}, "
+             f"{report['machine']['cpu']}; " + ", ".join(
+                 f"{k} {v}" for k, v in report["machine"]["versions"].items() if v), "",
+             f"Command: `{report['command']}`; {report['sizes']['pairs']} alternating pairs, "
+             f"medians; wall time {report['wall_s']:.0f} s.", ""]
+    for name, rows in report["sections"].items():
+        columns = [c for c in rows[0] if not c.endswith("_runs") and c != "runs"]
+        lines += [f"## {name}", "", "| " + " | ".join(columns) + " |",
+                  "|" + "---|" * len(columns)]
+        lines += ["| " + " | ".join(str(row[c]) for c in columns) + " |" for row in rows]
+        lines.append("")
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python bench/run.py", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--smoke", action="store_true", help="tiny sizes, one pair")
+    parser.add_argument("--pairs", type=int, help="alternating pairs (default 5; smoke 1)")
+    parser.add_argument("--only", nargs="+", choices=list(SECTIONS), help="some sections only")
+    parser.add_argument("--out", type=Path, default=ROOT / "bench" / "results")
+    args = parser.parse_args(argv)
+    sizes = SMOKE if args.smoke else Sizes()
+    if args.pairs:
+        sizes.pairs = args.pairs
+    start = time.perf_counter()
+    report: dict[str, Any] = {
+        "mode": "smoke" if args.smoke else "full",
+        "date": time.strftime("%Y-%m-%d %H:%M"),
+        "command": " ".join(["python bench/run.py", *(argv or sys.argv[1:])]),
+        "machine": machine(), "sizes": asdict(sizes), "sections": {}}
+    with tempfile.TemporaryDirectory(prefix="runner-bench-") as work:
+        for name in args.only or SECTIONS:
+            print(f"[bench] {name} ...", flush=True)
+            report["sections"][name] = SECTIONS[name](sizes, Path(work))
+            print(json.dumps(report["sections"][name], indent=1), flush=True)
+    report["wall_s"] = round(time.perf_counter() - start, 1)
+    args.out.mkdir(parents=True, exist_ok=True)
+    (args.out / "bench.json").write_text(json.dumps(report, indent=2) + "\n")
+    (args.out / "bench.md").write_text(to_markdown(report))
+    print(to_markdown(report))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

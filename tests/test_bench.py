@@ -1,0 +1,36 @@
+"""The benchmark's smoke mode: every section runs and is reported. Nothing about speed."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+from conftest import ROOT
+
+SECTIONS = {"overhead", "startup", "throughput", "save_load", "sweeps", "speed_options"}
+
+
+def test_bench_smoke_runs_every_section(tmp_path):
+    proc = subprocess.run([sys.executable, "bench/run.py", "--smoke", "--out", str(tmp_path)],
+                          cwd=ROOT, capture_output=True, text=True, timeout=1200)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    report = json.loads((tmp_path / "bench.json").read_text())
+    assert report["mode"] == "smoke" and set(report["sections"]) == SECTIONS
+    assert report["machine"]["cores"] >= 1 and report["machine"]["versions"]["tensorflow"]
+    markdown = (tmp_path / "bench.md").read_text()
+    assert all(f"## {name}" in markdown for name in SECTIONS)
+    sections = report["sections"]
+    assert [row["workload"] for row in sections["overhead"]] == ["digits", "synthetic"]
+    assert all(row["bare_script_s"] > 0 and row["runner_tracked_s"] > 0
+               for row in sections["overhead"])
+    assert [row["strategy"] for row in sections["throughput"]] == [
+        "default", "one_device", "mirrored"]
+    assert all(row["plain_fit_examples_per_s"] > 0 and row["runner_examples_per_s"] > 0
+               for row in sections["throughput"])
+    assert {row["save_api"] for row in sections["save_load"]} == {
+        "keras", "saved_model", "keras_saved_model", "export"}
+    assert all(row["bytes"] > 0 for row in sections["save_load"])
+    assert sections["sweeps"][0]["jobs"] == 2
+    assert [row["option"].split("=")[0] for row in sections["speed_options"]] == [
+        "speed.prefetch", "speed.parallel_map", "speed.jit_compile", "speed.threads"]
