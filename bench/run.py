@@ -225,9 +225,11 @@ def sweeps(sizes: Sizes, work: Path) -> list[dict[str, Any]]:
              "basic_runs": basic, "joblib_runs": joblib}]
 
 
-# Opt-in speed-ups (the `speed` config), each against the defaults on the throughput workload.
-SPEED_OPTIONS = ("speed.prefetch=true", "speed.parallel_map=true", "speed.jit_compile=true",
-                 "speed.threads=1")
+# Opt-in speed-ups (the `speed` config): (without, with), on the throughput workload.
+SPEED_OPTIONS = (("speed.prefetch=false", "speed.prefetch=true"),
+                 ("speed.parallel_map=false", "speed.parallel_map=true"),
+                 ("speed.jit_compile=false", "speed.jit_compile=true"),
+                 ("speed.threads=0", "speed.threads=1"))
 
 
 def speed_options(sizes: Sizes, work: Path) -> list[dict[str, Any]]:
@@ -237,14 +239,15 @@ def speed_options(sizes: Sizes, work: Path) -> list[dict[str, Any]]:
             f"data.n_test={sizes.synthetic_test}", "train.epochs=1", "continue_epochs=0",
             "mlflow.enabled=false"]
     rows = []
-    for option in SPEED_OPTIONS:
-        name = option.split("=")[0].split(".")[1]
-        off, on = alternate(sizes.pairs, partial(_runner_result, work, f"{name}-off", base),
-                            partial(_runner_result, work, f"{name}-on", [*base, option]))
+    for without, with_ in SPEED_OPTIONS:
+        name = without.split("=")[0].split(".")[1]
+        off, on = alternate(sizes.pairs, partial(_runner_result, work, f"{name}-off",
+                                                 [*base, without]),
+                            partial(_runner_result, work, f"{name}-on", [*base, with_]))
         rate = [median([r["throughput"]["train_examples_per_s"] for r in side])
                 for side in (off, on)]
         same = all(_numbers(a) == _numbers(b) for a, b in zip(off, on, strict=True))
-        rows.append({"option": option, "without_examples_per_s": rate[0],
+        rows.append({"option": with_, "without_examples_per_s": rate[0],
                      "with_examples_per_s": rate[1], "ratio": round(rate[1] / rate[0], 3),
                      "same_numbers": same})
     return rows

@@ -72,6 +72,25 @@ def is_chief(cluster: Any, environ: Mapping[str, str] = os.environ) -> bool:
 
 # ---- cluster=local ---------------------------------------------------------------------------
 
+PARENT_ENV = "RUNNER_WORKER_PARENT_PID"
+PR_SET_PDEATHSIG = 1
+
+
+def die_with_parent() -> None:
+    """In a local worker, first thing: ask Linux for SIGKILL when the runner that started it
+    dies, however it dies (SIGKILL included), so that no worker is left waiting on a collective.
+    (Done here rather than in Popen's preexec_fn, which is unsafe in a threaded launcher.)"""
+    parent = os.environ.get(PARENT_ENV)
+    if parent is None:
+        return
+    try:
+        ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
+    except (OSError, AttributeError):  # not Linux: the runner's own cleanup still applies
+        return
+    if os.getppid() != int(parent):  # the runner died before the request took effect
+        os._exit(1)
+
+
 class WorkerFailed(RuntimeError):
     """A worker of a multi-worker job died, failed or hung; the others were stopped."""
 
@@ -129,11 +148,10 @@ def run_local(workers: list[Worker], command: list[str], env: Mapping[str, str],
     try:
         for w in workers:
             worker_env = {**env, **(chief_env if w.index == 0 else {}),
-                          "TF_CONFIG": tf_config(ports, w.index)}
+                          "TF_CONFIG": tf_config(ports, w.index), PARENT_ENV: str(os.getpid())}
             w.process = subprocess.Popen(
                 [*command, "--output-dir", str(w.output_dir)], env=worker_env,
-                stdout=subprocess.PIPE, stderr=subprocess.STDOUT, start_new_session=True,
-                preexec_fn=_die_with_parent)
+                stdout=subprocess.PIPE, stderr=subprocess.STDOUT, start_new_session=True)
             copiers.append(threading.Thread(
                 target=copy_output, args=(w.process.stdout, w.log, w.index == 0), daemon=True))
             copiers[-1].start()
@@ -174,18 +192,6 @@ def _watch(workers: list[Worker], timeout_s: float, grace_s: float) -> str | Non
             break
         time.sleep(0.1)
     return failure
-
-
-def _die_with_parent() -> None:
-    """In the worker, before it starts: Linux sends it SIGKILL when the runner that started it
-    dies, however it dies (SIGKILL included), so no worker is left waiting on a collective."""
-    try:
-        ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
-    except (OSError, AttributeError):  # not Linux: the runner's own cleanup still applies
-        pass
-
-
-PR_SET_PDEATHSIG = 1
 
 
 def _stop(w: Worker) -> None:

@@ -17,7 +17,7 @@ from typing import Any
 
 from omegaconf import OmegaConf
 
-from runner import hints, runtime
+from runner import cluster, hints, runtime
 from runner import result as results
 
 
@@ -31,6 +31,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--resume", action="store_true",
                         help="continue the result.json an earlier side's process left")
     args = parser.parse_args(argv)
+    cluster.die_with_parent()
     cfg = OmegaConf.load(args.config)
     out = args.output_dir.resolve()
     result = (results.read(out) if args.resume
