@@ -7,7 +7,6 @@ process once TensorFlow is initialised.
 
 from __future__ import annotations
 
-import json
 import os
 import shutil
 import subprocess
@@ -137,11 +136,10 @@ def run_tee(command: list[str], env: dict[str, str], log_path: Path) -> int:
 def run_as_worker(cfg: DictConfig, output_dir: Path, overrides: list[str]) -> dict[str, Any]:
     """A non-chief worker of a cluster an orchestrator started (tf_config, slurm): it takes part
     in every collective, saving included, into a temporary directory; it records nothing in
-    MLflow or the output directory but its log, worker-<rank>.log."""
-    rank = os.environ.get("SLURM_PROCID") or json.loads(
-        os.environ.get("TF_CONFIG") or "{}").get("task", {}).get("index", "x")
+    MLflow or the output directory but its log, e.g. worker-1.log."""
+    kind, index = cluster.task(cfg.cluster)
     with tempfile.TemporaryDirectory(prefix="runner-worker") as temporary:
         result = run_in_subprocess(cfg, Path(temporary), overrides)
         output_dir.mkdir(parents=True, exist_ok=True)
-        shutil.copy(Path(temporary) / "job.log", output_dir / f"worker-{rank}.log")
+        shutil.copy(Path(temporary) / "job.log", output_dir / f"{kind}-{index}.log")
     return result

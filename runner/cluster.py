@@ -55,19 +55,23 @@ def resolver(cluster: Any) -> Any:
     return resolvers.TFConfigClusterResolver()
 
 
-def is_chief(cluster: Any, environ: Mapping[str, str] = os.environ) -> bool:
-    """Whether this process's worker records the job (result.json, MLflow). For tf_config and
-    slurm an orchestrator starts the runner once per worker; for local this process is the
-    chief's, and starts the others."""
+def task(cluster: Any, environ: Mapping[str, str] = os.environ) -> tuple[str, int]:
+    """This process's task in the cluster, as (type, index): ("worker", 1), ("chief", 0)."""
     if cluster.name == "slurm":
-        return environ.get("SLURM_PROCID", "0") == "0"
+        return "worker", int(environ.get("SLURM_PROCID", "0"))
     if cluster.name == "tf_config":
-        tf_config = json.loads(environ.get("TF_CONFIG") or "{}")
-        task = tf_config.get("task", {})
-        if "chief" in tf_config.get("cluster", {}):
-            return task.get("type") == "chief"
-        return task.get("type", "worker") == "worker" and int(task.get("index", 0)) == 0
-    return True
+        spec = json.loads(environ.get("TF_CONFIG") or "{}").get("task", {})
+        return spec.get("type", "worker"), int(spec.get("index", 0))
+    return "worker", 0  # local: this process is the chief's, and starts the others
+
+
+def is_chief(cluster: Any, environ: Mapping[str, str] = os.environ) -> bool:
+    """Whether this process's worker records the job (result.json, MLflow): the `chief` task of
+    a TF_CONFIG cluster that has one, else worker 0. For tf_config and slurm an orchestrator
+    starts the runner once per worker."""
+    has_chief = cluster.name == "tf_config" and "chief" in json.loads(
+        environ.get("TF_CONFIG") or "{}").get("cluster", {})
+    return task(cluster, environ) == (("chief", 0) if has_chief else ("worker", 0))
 
 
 # ---- cluster=local ---------------------------------------------------------------------------
