@@ -30,7 +30,7 @@ import sys
 import tempfile
 import time
 from collections.abc import Callable
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from functools import partial
 from pathlib import Path
 from typing import Any
@@ -310,7 +310,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     sizes = SMOKE if args.smoke else Sizes()
     if args.pairs:
-        sizes.pairs = args.pairs
+        sizes = replace(sizes, pairs=args.pairs)
     start = time.perf_counter()
     report: dict[str, Any] = {
         "mode": "smoke" if args.smoke else "full",

@@ -18,8 +18,10 @@ GROUPS = ("strategy", "load_strategy", "save_api", "load_api", "model", "data", 
           "load_keras")
 # The choices a `load_from` job takes from the model it loads, not from its config.
 TRAIN_SIDE = ("strategy", "save_api", "model", "keras")
-# Every dimension a job differs by: the groups, where its model came from, the tutorial step.
-DIMENSIONS = (*GROUPS, "load_from", "tutorial_step")
+# Top-level choices besides the groups, null unless set: where the model came from, the step.
+EXTRA_DIMENSIONS = ("load_from", "tutorial_step")
+# Every dimension a job differs by.
+DIMENSIONS = (*GROUPS, *EXTRA_DIMENSIONS)
 MESSAGE_LIMIT = 2000
 
 
@@ -29,8 +31,7 @@ def new_result(cfg: Any, out: Path, overrides: list[str]) -> dict[str, Any]:
         "status": "running",
         "phase": "train",
         **{group: cfg[group].name for group in GROUPS},
-        "load_from": cfg.load_from,
-        "tutorial_step": cfg.tutorial_step,
+        **{key: cfg[key] for key in EXTRA_DIMENSIONS},
         "replicas": {"train": None, "load": None},
         "error": None,
         "max_abs_diff": None,

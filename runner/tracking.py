@@ -19,7 +19,7 @@ from mlflow.tracking import MlflowClient
 from mlflow.utils.validation import MAX_PARAM_VAL_LENGTH
 
 from runner import DEFAULT_STORE_DIR
-from runner.result import DIMENSIONS, GROUPS, first_line
+from runner.result import DIMENSIONS, EXTRA_DIMENSIONS, GROUPS, first_line
 
 RUN_ID_ENV = "MLFLOW_RUN_ID"
 
@@ -153,7 +153,7 @@ def params(cfg: Any) -> dict[str, str]:
 
 def start_tags(cfg: Any, output_dir: Path, overrides: list[str]) -> dict[str, str]:
     tags = {group: str(cfg[group].name) for group in GROUPS}
-    tags.update({key: str(cfg[key]) for key in ("load_from", "tutorial_step") if cfg[key]})
+    tags.update({key: str(cfg[key]) for key in EXTRA_DIMENSIONS if cfg[key]})
     tags.update({
         "status": "running",
         "overrides": " ".join(overrides) or "(defaults)",
