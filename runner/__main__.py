@@ -1,11 +1,13 @@
 """`python -m runner [overrides]`: the Hydra entry point. Heavy work runs in a child process."""
 
+import sys
+
 import hydra
 from hydra.core.hydra_config import HydraConfig
 from hydra.types import RunMode
 from omegaconf import DictConfig
 
-from runner import schema
+from runner import interrupt, schema, sweep
 from runner.app import run
 
 schema.register()
@@ -19,5 +21,23 @@ def main(cfg: DictConfig) -> None:
         raise SystemExit(1)
 
 
+def entry() -> None:
+    """main(), and whatever ends it early (Ctrl-C, SIGTERM, a launcher's error) closes the
+    sweep it was running: no parent run left RUNNING, the finished jobs' matrix written."""
+    interrupt.raise_on_signals()  # SIGTERM as well as Ctrl-C unwinds through the cleanup
+    try:
+        main()
+    except BaseException as e:
+        if not (isinstance(e, SystemExit) and e.code in (0, None)):
+            try:
+                sweep.close_unfinished(e)
+            except Exception as close_error:  # the original error matters more
+                print(f"Could not close the sweep: {close_error!r}", file=sys.stderr)
+        if isinstance(e, KeyboardInterrupt):
+            print(f"\n{e or 'interrupted'}", flush=True)
+            raise SystemExit(getattr(e, "exit_code", 130)) from None
+        raise
+
+
 if __name__ == "__main__":
-    main()
+    entry()

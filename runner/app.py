@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import os
 import shutil
-import subprocess
 import sys
 import tempfile
 from pathlib import Path
@@ -19,13 +18,19 @@ from hydra.core.hydra_config import HydraConfig
 from hydra.types import RunMode
 from omegaconf import DictConfig, OmegaConf
 
-from runner import cluster
+from runner import cluster, interrupt
 from runner import result as results
 from runner.schema import ConfigError, validate
 
+# How long an interrupted job's process gets to record the interruption before it is killed.
+INTERRUPT_GRACE_S = 10.0
+
 
 def run(cfg: DictConfig) -> dict[str, Any]:
-    """Run one job of the scenario for `cfg`; return its result (also in result.json)."""
+    """Run one job of the scenario for `cfg`; return its result (also in result.json).
+
+    Ctrl-C or SIGTERM: the job's processes are told and record it, the job is closed (result.json
+    `interrupted`, its MLflow run KILLED), then Interrupted is raised, which stops a sweep."""
     try:
         validate(cfg)
     except ConfigError as e:
@@ -33,11 +38,12 @@ def run(cfg: DictConfig) -> dict[str, Any]:
         raise SystemExit(2) from None
     output_dir = Path(HydraConfig.get().runtime.output_dir)
     overrides = list(HydraConfig.get().overrides.task)
-    if cluster.multi_worker(cfg) and not cluster.is_chief(cfg.cluster):
-        return run_as_worker(cfg, output_dir, overrides)
-    if cfg.mlflow.enabled:
-        return run_tracked(cfg, output_dir, overrides)
-    return run_in_subprocess(cfg, output_dir, overrides)
+    with interrupt.deferred():
+        if cluster.multi_worker(cfg) and not cluster.is_chief(cfg.cluster):
+            return run_as_worker(cfg, output_dir, overrides)
+        if cfg.mlflow.enabled:
+            return run_tracked(cfg, output_dir, overrides)
+        return run_in_subprocess(cfg, output_dir, overrides)
 
 
 def run_tracked(cfg: DictConfig, output_dir: Path, overrides: list[str]) -> dict[str, Any]:
@@ -53,7 +59,7 @@ def run_tracked(cfg: DictConfig, output_dir: Path, overrides: list[str]) -> dict
         return result
     try:
         result = run_in_subprocess(cfg, output_dir, overrides, tracking.job_env(run))
-    except BaseException:
+    except BaseException:  # a bug of the runner's own: the run must still end
         tracking.abort(run)
         raise
     tracking.finish(run, result, output_dir)
@@ -105,18 +111,20 @@ def run_in_subprocess(cfg: DictConfig, output_dir: Path, overrides: list[str],
     sides = job_sides(cfg)
     with cluster.local_workers(cfg, output_dir) as workers:
         for i, side in enumerate(sides):
-            side_command = [*command, "--side", side, *(["--resume"] if i else [])]
-            if workers:
-                returncode, failure = cluster.run_local(
-                    workers, side_command, env, extra_env or {}, cfg.cluster)
-            else:
-                returncode, failure = run_tee(
-                    [*side_command, "--output-dir", str(output_dir)],
-                    {**env, **(extra_env or {})}, output_dir / "job.log"), None
+            stopped = interrupt.received()
+            if stopped is not None and i == 0:  # the signal came before the job started
+                result = results.not_started(cfg, output_dir, overrides, stopped, phase="start")
+                results.write(output_dir, result)
+                break
+            returncode, failure = (None, None) if stopped else run_side(
+                cfg, workers, output_dir, [*command, "--side", side, *(["--resume"] if i else [])],
+                env, extra_env or {})
+            stopped = interrupt.received()
+            worker_failed = cluster.WorkerFailed(failure) if failure and not stopped else None
             result = results.read_or_crashed(
                 output_dir, returncode, final=i == len(sides) - 1,
-                failure=cluster.WorkerFailed(failure) if failure else None)
-            if failure and (result.get("error") or {}).get("type") != "WorkerFailed":
+                failure=stopped or worker_failed)
+            if worker_failed and (result.get("error") or {}).get("type") != "WorkerFailed":
                 result["notes"].append(f"cluster: {failure}")  # beside the chief's own error
                 results.write(output_dir, result)
             if result["status"] != "running":
@@ -125,12 +133,17 @@ def run_in_subprocess(cfg: DictConfig, output_dir: Path, overrides: list[str],
     return result
 
 
-def run_tee(command: list[str], env: dict[str, str], log_path: Path) -> int:
-    """Run `command`, its output to the console and appended to `log_path`; its exit code."""
-    child = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, env=env)
-    assert child.stdout is not None
-    cluster.copy_output(child.stdout, log_path, to_console=True)
-    return child.wait()
+def run_side(cfg: DictConfig, workers: list[cluster.Worker], output_dir: Path,
+             command: list[str], env: dict[str, str],
+             chief_env: dict[str, str]) -> tuple[int, str | None]:
+    """One side's processes: the local cluster's workers, or the job's one process (whose
+    failure is its own to record: no worker failure to report). Exit code, worker failure."""
+    if workers:
+        return cluster.run_local(workers, command, env, chief_env, cfg.cluster)
+    job = cluster.Worker(0, output_dir, output_dir / "job.log")
+    returncode, _ = cluster.supervise([job], command, env, chief_env, timeout_s=None,
+                                      grace_s=INTERRUPT_GRACE_S)
+    return returncode, None
 
 
 def run_as_worker(cfg: DictConfig, output_dir: Path, overrides: list[str]) -> dict[str, Any]:

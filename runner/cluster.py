@@ -19,11 +19,13 @@ import sys
 import tempfile
 import threading
 import time
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from contextlib import ExitStack
 from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Any
+
+from runner import interrupt
 
 MULTI_WORKER = "multi_worker_mirrored"
 
@@ -76,13 +78,14 @@ def is_chief(cluster: Any, environ: Mapping[str, str] = os.environ) -> bool:
 
 # ---- cluster=local ---------------------------------------------------------------------------
 
-PARENT_ENV = "RUNNER_WORKER_PARENT_PID"
+PARENT_ENV = "RUNNER_PARENT_PID"  # set for every job process the Hydra task starts
 PR_SET_PDEATHSIG = 1
 
 
 def die_with_parent() -> None:
-    """In a local worker, first thing: ask Linux for SIGKILL when the runner that started it
-    dies, however it dies (SIGKILL included), so that no worker is left waiting on a collective.
+    """In a job process, first thing: ask Linux for SIGKILL when the runner that started it
+    dies, however it dies (SIGKILL included), so that no job process is left behind: not a
+    training nobody records, not a worker waiting on a collective.
     (Done here rather than in Popen's preexec_fn, which is unsafe in a threaded launcher.)"""
     parent = os.environ.get(PARENT_ENV)
     if parent is None:
@@ -143,27 +146,43 @@ def tf_config(ports: list[int], index: int) -> str:
 def run_local(workers: list[Worker], command: list[str], env: Mapping[str, str],
               chief_env: Mapping[str, str], cluster: Any) -> tuple[int, str | None]:
     """Run `command` (without --output-dir) as every worker, each with its TF_CONFIG on a free
-    port. The chief's output goes to the console and its job.log, each other worker's to its
-    worker-<i>.log. When one worker fails, the others get `grace_s` to record their own error,
-    then all are stopped; so are workers still running after `timeout_s`. No worker outlives
-    this call. Returns the chief's exit code and, if a worker failed or hung, what happened."""
+    port; workers.json lists them. See `supervise` for how they are watched and stopped."""
     ports = free_ports(len(workers))
+    return supervise(
+        workers, command, env, chief_env, timeout_s=cluster.timeout_s, grace_s=cluster.grace_s,
+        worker_env=lambda w: {"TF_CONFIG": tf_config(ports, w.index)},
+        on_start=lambda: (workers[0].output_dir / "workers.json").write_text(json.dumps([
+            {"index": w.index, "pid": w.process.pid, "port": port, "log": str(w.log),
+             "output_dir": str(w.output_dir)} for w, port in zip(workers, ports, strict=True)],
+            indent=2) + "\n"))
+
+
+def supervise(workers: list[Worker], command: list[str], env: Mapping[str, str],
+              chief_env: Mapping[str, str], timeout_s: float | None, grace_s: float,
+              worker_env: Callable[[Worker], Mapping[str, str]] = lambda w: {},
+              on_start: Callable[[], Any] = lambda: None) -> tuple[int, str | None]:
+    """Run `command --output-dir DIR` as each worker (a job's one process, or its local
+    cluster), each in its own process group and set to die with this process.
+
+    The chief's output goes to the console and its job.log, each other worker's to its
+    worker-<i>.log. When one worker fails, the others get `grace_s` to record their own error,
+    then all are stopped; so are workers still running after `timeout_s`. A SIGINT/SIGTERM this
+    process noted (runner.interrupt) is passed on to every worker, which records it, with the
+    same grace. No worker outlives this call. Returns the chief's exit code and, if a worker
+    failed or hung, what happened."""
     copiers = []
     try:
         for w in workers:
-            worker_env = {**env, **(chief_env if w.index == 0 else {}),
-                          "TF_CONFIG": tf_config(ports, w.index), PARENT_ENV: str(os.getpid())}
             w.process = subprocess.Popen(
-                [*command, "--output-dir", str(w.output_dir)], env=worker_env,
+                [*command, "--output-dir", str(w.output_dir)],
+                env={**env, **(chief_env if w.index == 0 else {}), **worker_env(w),
+                     PARENT_ENV: str(os.getpid())},
                 stdout=subprocess.PIPE, stderr=subprocess.STDOUT, start_new_session=True)
             copiers.append(threading.Thread(
                 target=copy_output, args=(w.process.stdout, w.log, w.index == 0), daemon=True))
             copiers[-1].start()
-        (workers[0].output_dir / "workers.json").write_text(json.dumps([
-            {"index": w.index, "pid": w.process.pid, "port": port, "log": str(w.log),
-             "output_dir": str(w.output_dir)} for w, port in zip(workers, ports, strict=True)],
-            indent=2) + "\n")
-        failure = _watch(workers, cluster.timeout_s, cluster.grace_s)
+        on_start()
+        failure = _watch(workers, timeout_s, grace_s)
     finally:
         for w in workers:
             _stop(w)
@@ -172,12 +191,20 @@ def run_local(workers: list[Worker], command: list[str], env: Mapping[str, str],
     return workers[0].process.returncode, failure
 
 
-def _watch(workers: list[Worker], timeout_s: float, grace_s: float) -> str | None:
-    """Wait for every worker; the first failure (or the timeout), and stop waiting after grace."""
-    deadline, stop_at, failure = time.monotonic() + timeout_s, None, None
+def _watch(workers: list[Worker], timeout_s: float | None, grace_s: float) -> str | None:
+    """Wait for every worker; the first failure (or the timeout, or an interruption), and stop
+    waiting after grace."""
+    deadline = time.monotonic() + timeout_s if timeout_s is not None else float("inf")
+    stop_at, failure, forwarded = None, None, False
     while any(w.process.poll() is None for w in workers):
         now = time.monotonic()
-        if failure is None:
+        stopped = interrupt.received()
+        if stopped is not None and not forwarded:
+            forwarded = True
+            for w in workers:
+                _signal(w, stopped.signum)
+            stop_at = min(stop_at or float("inf"), now + grace_s)
+        if failure is None and stopped is None:
             failed = [w for w in workers if w.process.poll() not in (None, 0)]
             if failed:
                 w = failed[0]
@@ -191,11 +218,17 @@ def _watch(workers: list[Worker], timeout_s: float, grace_s: float) -> str | Non
                 stop_at = now
         if stop_at is not None and now >= stop_at:
             running = [w.index for w in workers if w.process.poll() is None]
-            if running and "still running" not in failure:
+            if running and failure and "still running" not in failure:
                 failure += f"; worker(s) {running} still running {grace_s:g} s later: stopped"
             break
         time.sleep(0.1)
     return failure
+
+
+def _signal(w: Worker, signum: int) -> None:
+    if w.process is not None and w.process.poll() is None:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(w.process.pid, signum)
 
 
 def _stop(w: Worker) -> None:
@@ -203,11 +236,7 @@ def _stop(w: Worker) -> None:
     process group leaves nothing behind either way) and reap it."""
     if w.process is None:
         return
-    if w.process.poll() is None:
-        try:
-            os.killpg(w.process.pid, signal.SIGKILL)
-        except ProcessLookupError:
-            pass
+    _signal(w, signal.SIGKILL)
     w.process.wait()
 
 

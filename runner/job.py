@@ -3,7 +3,7 @@ fresh process.
 
 The Hydra task starts it; it prepares the TensorFlow runtime for the side's Keras generation and
 devices, runs the scenario, and writes result.json. Exit 0 when passed (or, for --side train,
-saved), 1 when failed.
+saved), 1 when failed, 130/143 when interrupted by SIGINT/SIGTERM.
 """
 
 from __future__ import annotations
@@ -17,7 +17,7 @@ from typing import Any
 
 from omegaconf import OmegaConf
 
-from runner import cluster, hints, runtime
+from runner import cluster, hints, interrupt, runtime
 from runner import result as results
 
 
@@ -32,6 +32,7 @@ def main(argv: list[str] | None = None) -> int:
                         help="continue the result.json an earlier side's process left")
     args = parser.parse_args(argv)
     cluster.die_with_parent()
+    interrupt.raise_on_signals(once=True)  # Ctrl-C/SIGTERM: recorded below with the phase
     cfg = OmegaConf.load(args.config)
     out = args.output_dir.resolve()
     result = (results.read(out) if args.resume
@@ -44,6 +45,9 @@ def main(argv: list[str] | None = None) -> int:
         scenario.run(cfg, out, result, args.side)
     except BaseException as e:  # noqa: BLE001 - every failure is data, Ctrl-C included
         record_failure(result, e, out)
+        if isinstance(e, interrupt.Interrupted):
+            results.write(out, result)
+            return e.exit_code
         if not isinstance(e, Exception):
             results.write(out, result)
             raise

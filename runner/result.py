@@ -88,9 +88,14 @@ def versions() -> dict[str, str | None]:
 
 
 def write(output_dir: Path, result: dict[str, Any]) -> None:
-    path = Path(output_dir) / FILENAME
-    tmp = path.with_name(f".{FILENAME}.tmp")
-    tmp.write_text(json.dumps(result, indent=2, sort_keys=False) + "\n")
+    write_atomic(Path(output_dir) / FILENAME, json.dumps(result, indent=2) + "\n")
+
+
+def write_atomic(path: Path, text: str) -> None:
+    """Write `text` to a temporary name beside `path`, then rename it into place: a reader sees
+    the old file or the new one, never half of one."""
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    tmp.write_text(text)
     os.replace(tmp, path)
 
 

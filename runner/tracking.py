@@ -19,7 +19,14 @@ from mlflow.tracking import MlflowClient
 from mlflow.utils.validation import MAX_PARAM_VAL_LENGTH
 
 from runner import DEFAULT_STORE_DIR
-from runner.result import DIMENSIONS, EXTRA_DIMENSIONS, GROUPS, first_line
+from runner.result import (
+    DIMENSIONS,
+    EXTRA_DIMENSIONS,
+    FILENAME,
+    GROUPS,
+    first_line,
+    read_or_crashed,
+)
 
 RUN_ID_ENV = "MLFLOW_RUN_ID"
 
@@ -79,16 +86,37 @@ def start_parent(cfg: Any, sweep_dir: Path) -> TrackedRun:
         "status": "running"})
 
 
-def finish_parent(run: TrackedRun, matrix_files: Mapping[str, Path], sweep_dir: Path) -> None:
+def finish_parent(run: TrackedRun, matrix_files: Mapping[str, Path], sweep_dir: Path,
+                  status: str = "finished") -> None:
+    """Log the matrix and close the parent run: FINISHED, or KILLED/FAILED for a sweep that
+    was interrupted or broke off (status "interrupted"/"failed")."""
     client = run.client
     try:
         for path in matrix_files.values():
             client.log_artifact(run.run_id, str(path), "matrix")
         if (sweep_dir / "multirun.yaml").exists():
             client.log_artifact(run.run_id, str(sweep_dir / "multirun.yaml"))
-        client.set_tag(run.run_id, "status", "finished")
+        client.set_tag(run.run_id, "status", status)
     finally:
-        client.set_terminated(run.run_id, status="FINISHED")
+        client.set_terminated(run.run_id, status=run_status(
+            "passed" if status == "finished" else status))
+
+
+def close_running_children(parent: TrackedRun, e: BaseException) -> None:
+    """The jobs of an interrupted sweep whose run is still RUNNING (their process was killed
+    before it could close it): close each with what its output directory holds."""
+    client = parent.client
+    experiment_id = client.get_run(parent.run_id).info.experiment_id
+    running = client.search_runs(
+        [experiment_id], filter_string=f"tags.mlflow.parentRunId = '{parent.run_id}' "
+                                       "and attributes.status = 'RUNNING'")
+    for child in running:
+        run = TrackedRun(parent.uri, child.info.run_id)
+        output_dir = Path(child.data.tags.get("output_dir", ""))
+        if (output_dir / FILENAME).is_file():
+            finish(run, read_or_crashed(output_dir, None, failure=e), output_dir)
+        else:
+            abort(run)
 
 
 def _create_run(mcfg: Any, name: str, tags: dict[str, str]) -> TrackedRun:
