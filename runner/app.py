@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from hydra.core.hydra_config import HydraConfig
+from hydra.experimental.callback import Callback
 from hydra.types import RunMode
 from omegaconf import DictConfig, OmegaConf
 
@@ -31,11 +32,7 @@ def run(cfg: DictConfig) -> dict[str, Any]:
 
     Ctrl-C or SIGTERM: the job's processes are told and record it, the job is closed (result.json
     `interrupted`, its MLflow run KILLED), then Interrupted is raised, which stops a sweep."""
-    try:
-        validate(cfg)
-    except ConfigError as e:
-        print(f"Config error: {e}", file=sys.stderr)
-        raise SystemExit(2) from None
+    check_config(cfg)  # again: a sweep's jobs differ from the config Preflight saw
     output_dir = Path(HydraConfig.get().runtime.output_dir)
     overrides = list(HydraConfig.get().overrides.task)
     with interrupt.deferred():
@@ -44,6 +41,44 @@ def run(cfg: DictConfig) -> dict[str, Any]:
         if cfg.mlflow.enabled:
             return run_tracked(cfg, output_dir, overrides)
         return run_in_subprocess(cfg, output_dir, overrides)
+
+
+class Preflight(Callback):
+    """Before Hydra creates anything: the config's ranges and the output directory, each failing
+    with one message and exit code 2, so a bad value never leaves a half-made job behind."""
+
+    def on_run_start(self, config: DictConfig, **kwargs: Any) -> None:
+        check_config(config)
+        worker = cluster.multi_worker(config) and not cluster.is_chief(config.cluster)
+        check_output_dir(Path(config.hydra.run.dir), "hydra.run.dir", fresh=not worker)
+
+    def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
+        check_config(config)
+        check_output_dir(Path(config.hydra.sweep.dir), "hydra.sweep.dir", fresh=False)
+
+
+def check_config(cfg: DictConfig) -> None:
+    try:
+        validate(cfg)
+    except ConfigError as e:
+        print(f"Config error: {e}", file=sys.stderr)
+        raise SystemExit(2) from None
+
+
+def check_output_dir(directory: Path, key: str, fresh: bool) -> None:
+    """`directory` can be created and written; fresh=True: it holds no earlier job's result."""
+    try:
+        directory.mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryFile(dir=directory):
+            pass
+    except OSError as e:
+        print(f"Output directory error: cannot write to {directory} ({type(e).__name__}: "
+              f"{e.strerror or e}). Choose another with {key}=DIR.", file=sys.stderr)
+        raise SystemExit(2) from None
+    if fresh and (directory / results.FILENAME).exists():
+        print(f"Output directory error: {directory} already holds a job ({results.FILENAME}); "
+              f"choose another with {key}=DIR, or remove it.", file=sys.stderr)
+        raise SystemExit(2)
 
 
 def run_tracked(cfg: DictConfig, output_dir: Path, overrides: list[str]) -> dict[str, Any]:

@@ -3,6 +3,7 @@ data, as tf.data pipelines."""
 
 from __future__ import annotations
 
+import re
 import socket
 from dataclasses import dataclass
 from typing import Any
@@ -36,14 +37,34 @@ def load(cfg: Any, global_batch: int) -> Data:
         train, test = _mnist(cfg.data.data_dir, cfg.data.download)
     n_train, n_test = int(train.cardinality()), int(test.cardinality())
     calls = tf.data.AUTOTUNE if cfg.speed.parallel_map else None  # order stays deterministic
-    train = train.map(scale, num_parallel_calls=calls)
+    train = train.map(scale, num_parallel_calls=calls).cache()
     test = test.map(scale, num_parallel_calls=calls)
-    train = train.cache().shuffle(cfg.data.shuffle_buffer, seed=cfg.seed).batch(global_batch)
+    if cfg.data.name == "mnist":
+        check_complete({"train": train, "test": test}, cfg.data.data_dir)
+    train = train.shuffle(cfg.data.shuffle_buffer, seed=cfg.seed).batch(global_batch)
     probe = next(iter(test.batch(cfg.verify.probe_size)))[0].numpy()
     test = test.batch(global_batch)
     if cfg.speed.prefetch:
         train, test = train.prefetch(tf.data.AUTOTUNE), test.prefetch(tf.data.AUTOTUNE)
     return Data(train=train, test=test, probe=probe, n_train=n_train, n_test=n_test)
+
+
+_TF_FUNCTION = re.compile(r"\{\{function_node [^}]*\}\}\s*")  # TF's prefix: no news to users
+
+
+def check_complete(splits: dict[str, tf.data.Dataset], data_dir: str | None) -> None:
+    """Read every example once, in the data phase: TFDS reads its files lazily, so a truncated
+    or damaged file would otherwise fail in the middle of training, naming no file. The train
+    split is read through its cache, which training then reuses: no example is read twice."""
+    for split, dataset in splits.items():
+        try:
+            dataset.reduce(0, lambda n, _: n + 1)
+        except tf.errors.OpError as e:
+            reason = _TF_FUNCTION.sub("", first_line(e.message))
+            raise DataUnavailableError(
+                f"MNIST's {split} split in {data_dir or 'the default TFDS data_dir'} is "
+                f"incomplete or damaged: {type(e).__name__}: {reason}. Prepare "
+                "it again (see data=mnist in the README), or use data=digits.") from e
 
 
 def scale(image: tf.Tensor, label: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:

@@ -7,8 +7,13 @@ so instead of dropping it silently.
 
 from __future__ import annotations
 
+import contextlib
 import json
-from collections.abc import Callable, Mapping
+import os
+import shutil
+import tempfile
+import zipfile
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -21,6 +26,7 @@ from runner import models, runtime
 SERVING_KEY = "serving_default"
 # A job's saved_model/ folder: the model as the save API wrote it, and what it must compute.
 FOLDER = "saved_model"
+PARTIAL = ".partial"  # the suffix of a saved_model/ folder still being written (see `staged`)
 PROBE_FILE = "probe.npz"  # the probe images and the trained model's logits on them
 SAVED_WITH_FILE = "saved_with.json"  # the choices and versions that produced the model
 
@@ -133,6 +139,24 @@ LOADERS: dict[str, Callable[[Path, str | None, Any], Loaded]] = {
 
 # ---- the saved_model/ folder: the model plus what verifies it, wherever it is loaded -----------
 
+class ArtifactError(ValueError):
+    """A saved model (or what verifies it) that is missing, incomplete or not what it claims."""
+
+
+@contextlib.contextmanager
+def staged(out: Path) -> Iterator[Path]:
+    """A folder that becomes out/saved_model/ only once everything is in it: written under a
+    temporary name and renamed into place, so a save that fails or is interrupted never leaves
+    a saved_model/ that looks valid. On failure the temporary folder is removed."""
+    staging = Path(tempfile.mkdtemp(prefix=f".{FOLDER}.", suffix=PARTIAL, dir=out))
+    try:
+        yield staging
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
+    os.replace(staging, out / FOLDER)
+
+
 @dataclass
 class Stored:
     model: Path  # model.keras or the SavedModel directory `model`
@@ -149,19 +173,54 @@ def write_stored(folder: Path, probe: np.ndarray, logits: np.ndarray,
 
 def read_stored(location: Path) -> Stored:
     """The model at `location`: a job's output directory, its saved_model/ folder or the model
-    file/directory inside that folder."""
+    file/directory inside that folder. Every problem names the file it is in."""
     if not location.exists():
         raise FileNotFoundError(f"load_from: {location} does not exist")
+    if any(p.name.endswith(PARTIAL) for p in (location, *location.parents)):
+        raise ArtifactError(f"{location} is an unfinished save (a *{PARTIAL} folder): the job "
+                            "that wrote it failed or was interrupted while saving")
     candidates = [location / FOLDER, location, location.parent]
     folder = next((c for c in candidates if (c / PROBE_FILE).is_file()), None)
     if folder is None:
         raise FileNotFoundError(
             f"load_from: no {PROBE_FILE} in or beside {location}: expected a runner job's output "
             f"directory, its {FOLDER}/ folder, or the model inside that folder")
-    saved_with = json.loads((folder / SAVED_WITH_FILE).read_text())
-    model = location if folder == location.parent else folder / saved_with["model_file"]
-    with np.load(folder / PROBE_FILE) as probe:
-        return Stored(model, probe["images"], probe["logits"], saved_with)
+    try:
+        saved_with = json.loads((folder / SAVED_WITH_FILE).read_text())
+        model = location if folder == location.parent else folder / saved_with["model_file"]
+    except (OSError, ValueError, KeyError, TypeError) as e:
+        raise ArtifactError(f"{folder / SAVED_WITH_FILE} is unreadable: "
+                            f"{type(e).__name__}: {e}") from e
+    try:
+        with np.load(folder / PROBE_FILE) as probe:
+            stored = Stored(model, probe["images"], probe["logits"], saved_with)
+    except (OSError, ValueError, KeyError, zipfile.BadZipFile) as e:
+        raise ArtifactError(f"{folder / PROBE_FILE} is unreadable: "
+                            f"{type(e).__name__}: {e}") from e
+    check_model(model)
+    return stored
+
+
+def check_model(path: Path) -> None:
+    """The model's files are complete, before any load API reads them: load APIs report a
+    truncated or foreign file misleadingly (Keras 3: 'File not found' for a file that exists)."""
+    if not path.exists():
+        raise ArtifactError(f"{path} does not exist")
+    if path.is_dir():
+        if not any((path / name).is_file() for name in ("saved_model.pb", "saved_model.pbtxt")):
+            raise ArtifactError(f"{path} is not a SavedModel directory: no saved_model.pb")
+        return
+    if path.suffix == ".keras":
+        if not zipfile.is_zipfile(path):
+            raise ArtifactError(f"{path} is not a .keras archive (not a zip file): truncated, "
+                                "or a file of another format")
+        try:
+            with zipfile.ZipFile(path) as archive:
+                bad = archive.testzip()
+        except (OSError, zipfile.BadZipFile, EOFError) as e:
+            raise ArtifactError(f"{path} is a damaged .keras archive: {e}") from e
+        if bad is not None:
+            raise ArtifactError(f"{path} is a damaged .keras archive: {bad} fails its CRC check")
 
 
 # ---- helpers ---------------------------------------------------------------------------------

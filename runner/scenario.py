@@ -66,14 +66,13 @@ def train_side(cfg: Any, out: Path, result: dict[str, Any], phase: Callable) -> 
             result["caveat"]["traced_after_fit"] = models.has_traced_call(model)
         result["accuracy"]["after_train"] = accuracy(models.predictor(model), data.test)
         saved_logits = model(data.probe, training=False).numpy()
-    with phase("save"):
-        folder = out / save_load.FOLDER
-        folder.mkdir()
+    with phase("save"), save_load.staged(out) as staging:
         with timed(result, "save_s"):
-            path, notes = SAVERS[cfg.save_api.name](model, folder, cfg.io_device)
-        save_load.write_stored(folder, data.probe, saved_logits, saved_with(cfg, path, result))
+            path, notes = SAVERS[cfg.save_api.name](model, staging, cfg.io_device)
+        path = out / save_load.FOLDER / path.name  # where it is once complete
+        save_load.write_stored(staging, data.probe, saved_logits, saved_with(cfg, path, result))
         result["artifact"] = str(path)
-        result["artifact_bytes"] = artifact_bytes(path)
+        result["artifact_bytes"] = artifact_bytes(staging / path.name)
         result["notes"] += notes
     log_model = cfg.mlflow.enabled and cfg.mlflow.log_model
     if log_model and cfg.strategy.name == cluster.MULTI_WORKER:

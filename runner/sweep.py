@@ -13,6 +13,7 @@ jobs that finished, after marking the interrupted ones.
 from __future__ import annotations
 
 import json
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -36,7 +37,13 @@ class SweepCallback(Callback):
             if config.mlflow.enabled:
                 from runner import tracking
 
-                parent = tracking.start_parent(config, sweep_dir)
+                try:
+                    parent = tracking.start_parent(config, sweep_dir)
+                except tracking.TrackingUnavailableError as e:
+                    # Not a warning (what Hydra makes of a callback's exception): every job
+                    # would fail the same way, unlinked to any sweep.
+                    print(f"Sweep not started: {e}", file=sys.stderr)
+                    raise SystemExit(1) from None
                 info.update(parent_run_id=parent.run_id, tracking_uri=parent.uri)
             results.write_atomic(sweep_dir / SWEEP_FILE, json.dumps(info, indent=2) + "\n")
             _open[:] = [sweep_dir]

@@ -7,6 +7,8 @@ adds the MLflow model (it alone holds the trained Keras model): see `log_keras_m
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import os
 import time
 from collections.abc import Iterator, Mapping
@@ -120,12 +122,14 @@ def close_running_children(parent: TrackedRun, e: BaseException) -> None:
 
 
 def _create_run(mcfg: Any, name: str, tags: dict[str, str]) -> TrackedRun:
-    uri, artifacts = configure(mcfg)
-    client = MlflowClient(uri)
+    uri = mcfg.tracking_uri or mcfg.store_dir or str(DEFAULT_STORE_DIR)
     try:
-        experiment = client.get_experiment_by_name(mcfg.experiment_name)
-        experiment_id = (experiment.experiment_id if experiment else client.create_experiment(
-            mcfg.experiment_name, artifact_location=artifacts))
+        uri, artifacts = configure(mcfg)
+        with store_lock(uri):  # MlflowClient creates a fresh store's tables
+            client = MlflowClient(uri)
+            experiment = client.get_experiment_by_name(mcfg.experiment_name)
+            experiment_id = (experiment.experiment_id if experiment else client.create_experiment(
+                mcfg.experiment_name, artifact_location=artifacts))
         run = client.create_run(experiment_id, run_name=name, tags=tags)
         return TrackedRun(uri, run.info.run_id)
     except Exception as e:
@@ -134,6 +138,22 @@ def _create_run(mcfg: Any, name: str, tags: dict[str, str]) -> TrackedRun:
             f"{type(e).__name__}: {first_line(e) or repr(e)}. "
             "Check mlflow.tracking_uri (or MLFLOW_TRACKING_URI), or run with "
             "mlflow.enabled=false.") from e
+
+
+@contextlib.contextmanager
+def store_lock(uri: str) -> Iterator[None]:
+    """For a sqlite store, one process at a time: the first use of a fresh store creates its
+    tables, and processes doing so at once break it (alembic: 'table already exists'); two
+    creating the experiment at once, one fails. Two sweeps started together do both."""
+    if not uri.startswith("sqlite:///"):
+        yield
+        return
+    with open(Path(uri[len("sqlite:///"):]).with_suffix(".lock"), "a") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(lock, fcntl.LOCK_UN)
 
 
 def job_env(run: TrackedRun) -> dict[str, str]:
