@@ -7,10 +7,12 @@ process once TensorFlow is initialised.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import sys
 import tempfile
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -19,7 +21,7 @@ from hydra.experimental.callback import Callback
 from hydra.types import RunMode
 from omegaconf import DictConfig, OmegaConf
 
-from runner import cluster, interrupt
+from runner import cluster, interrupt, redact
 from runner import result as results
 from runner.schema import ConfigError, validate
 
@@ -136,15 +138,13 @@ def run_in_subprocess(cfg: DictConfig, output_dir: Path, overrides: list[str],
     """Run `python -m runner.job` on the resolved config, once per side (and, for cluster=local,
     as every worker), its output teed into job.log."""
     output_dir.mkdir(parents=True, exist_ok=True)
-    config_path = output_dir / ".hydra" / "resolved.yaml"
-    config_path.parent.mkdir(exist_ok=True)
-    OmegaConf.save(cfg, config_path, resolve=True)
-    command = [sys.executable, "-m", "runner.job", str(config_path)]
-    for override in overrides:
-        command += ["--override", override]
+    keep_secrets_out(cfg, output_dir)
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
     sides = job_sides(cfg)
-    with cluster.local_workers(cfg, output_dir) as workers:
+    with job_config(cfg) as config_path, cluster.local_workers(cfg, output_dir) as workers:
+        command = [sys.executable, "-m", "runner.job", str(config_path)]
+        for override in overrides:
+            command += ["--override", override]
         for i, side in enumerate(sides):
             stopped = interrupt.received()
             if stopped is not None and i == 0:  # the signal came before the job started
@@ -166,6 +166,28 @@ def run_in_subprocess(cfg: DictConfig, output_dir: Path, overrides: list[str],
                 break
     report(result, output_dir)
     return result
+
+
+def keep_secrets_out(cfg: DictConfig, output_dir: Path) -> None:
+    """The configs Hydra saved, and the resolved one, with secrets masked (runner.redact)."""
+    hydra_dir = output_dir / ".hydra"
+    hydra_dir.mkdir(exist_ok=True)
+    for path in hydra_dir.glob("*.yaml"):
+        redact.file(path)
+    (hydra_dir / "resolved.yaml").write_text(redact.text(OmegaConf.to_yaml(cfg, resolve=True)))
+
+
+@contextlib.contextmanager
+def job_config(cfg: DictConfig) -> Iterator[Path]:
+    """The resolved config the job's processes read, secrets included (a credential in
+    mlflow.tracking_uri must work): a private temporary file, never in the output directory."""
+    fd, name = tempfile.mkstemp(prefix="runner-job-", suffix=".yaml")
+    try:
+        with os.fdopen(fd, "w") as f:
+            f.write(OmegaConf.to_yaml(cfg, resolve=True))
+        yield Path(name)
+    finally:
+        os.unlink(name)
 
 
 def run_side(cfg: DictConfig, workers: list[cluster.Worker], output_dir: Path,

@@ -25,7 +25,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Any
 
-from runner import interrupt
+from runner import interrupt, redact
 
 MULTI_WORKER = "multi_worker_mirrored"
 
@@ -241,11 +241,17 @@ def _stop(w: Worker) -> None:
 
 
 def copy_output(stream: IO[bytes], log: Path, to_console: bool) -> None:
-    """A process's output into `log` (appended) and, for the chief, the console."""
+    """A process's output, secrets masked, into `log` (appended) and, for the chief, the
+    console."""
+    masked = redact.Stream()
     with open(log, "ab") as out:
         # Chunks, not lines: Keras progress bars rewrite one line with '\r'.
-        while chunk := stream.read1(65536):
+        while True:
+            chunk = stream.read1(65536)
+            data = masked.feed(chunk) if chunk else masked.flush()
             if to_console:
-                sys.stdout.buffer.write(chunk)
+                sys.stdout.buffer.write(data)
                 sys.stdout.buffer.flush()
-            out.write(chunk)
+            out.write(data)
+            if not chunk:
+                break

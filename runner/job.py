@@ -17,7 +17,7 @@ from typing import Any
 
 from omegaconf import OmegaConf
 
-from runner import cluster, hints, interrupt, runtime
+from runner import cluster, hints, interrupt, redact, runtime
 from runner import result as results
 
 
@@ -61,7 +61,7 @@ def record_failure(result: dict[str, Any], e: BaseException, out: Path) -> None:
     """Record the real exception, the phase it happened in, a hint, and the traceback."""
     phase = result.get("phase", "train")
     results.set_error(result, e, phase, hints.hint_for(e, phase))
-    (out / "traceback.txt").write_text("".join(traceback.format_exception(e)))
+    (out / "traceback.txt").write_text(redact.text("".join(traceback.format_exception(e))))
 
 
 if __name__ == "__main__":

@@ -12,6 +12,8 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from runner import redact
+
 FILENAME = "result.json"
 # The user's choices, one per config group, as result.json and MLflow tags name them.
 GROUPS = ("strategy", "load_strategy", "save_api", "load_api", "model", "data", "keras",
@@ -88,7 +90,7 @@ def versions() -> dict[str, str | None]:
 
 
 def write(output_dir: Path, result: dict[str, Any]) -> None:
-    write_atomic(Path(output_dir) / FILENAME, json.dumps(result, indent=2) + "\n")
+    write_atomic(Path(output_dir) / FILENAME, json.dumps(redact.tree(result), indent=2) + "\n")
 
 
 def write_atomic(path: Path, text: str) -> None:

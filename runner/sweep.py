@@ -20,7 +20,7 @@ from typing import Any
 from hydra.experimental.callback import Callback
 from omegaconf import DictConfig
 
-from runner import interrupt
+from runner import interrupt, redact
 from runner import result as results
 
 SWEEP_FILE = "sweep.json"
@@ -74,6 +74,8 @@ def close(sweep_dir: Path, status: str, e: BaseException | None = None) -> None:
     paths = matrix.write(m, sweep_dir)
     print(f"\nCompatibility matrix ({sweep_dir}{'' if e is None else ', ' + status}):\n\n"
           f"{matrix.to_markdown(m)}", flush=True)
+    if (sweep_dir / "multirun.yaml").exists():
+        redact.file(sweep_dir / "multirun.yaml")
     info = sweep_info(sweep_dir)
     if info.get("parent_run_id"):
         from runner import tracking

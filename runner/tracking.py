@@ -10,6 +10,7 @@ from __future__ import annotations
 import contextlib
 import fcntl
 import os
+import re
 import time
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
@@ -20,7 +21,7 @@ from mlflow.entities import Metric, Param, RunTag
 from mlflow.tracking import MlflowClient
 from mlflow.utils.validation import MAX_PARAM_VAL_LENGTH
 
-from runner import DEFAULT_STORE_DIR
+from runner import DEFAULT_STORE_DIR, redact
 from runner.result import (
     DIMENSIONS,
     EXTRA_DIMENSIONS,
@@ -60,6 +61,8 @@ def configure(mcfg: Any) -> tuple[str, str | None]:
     os.environ["MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR"] = "1"
     if mcfg.tracking_uri:
         uri, artifacts = mcfg.tracking_uri, None  # a server chooses its own artifact store
+        if redact.text(uri) != uri:  # a password in the URI: MLflow would print it in run links
+            os.environ["MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT"] = "true"
     else:
         store = Path(mcfg.store_dir or DEFAULT_STORE_DIR).resolve()
         store.mkdir(parents=True, exist_ok=True)
@@ -130,14 +133,24 @@ def _create_run(mcfg: Any, name: str, tags: dict[str, str]) -> TrackedRun:
             experiment = client.get_experiment_by_name(mcfg.experiment_name)
             experiment_id = (experiment.experiment_id if experiment else client.create_experiment(
                 mcfg.experiment_name, artifact_location=artifacts))
-        run = client.create_run(experiment_id, run_name=name, tags=tags)
+        run = client.create_run(experiment_id, run_name=redact.text(name),
+                                tags={k: redact.text(v) for k, v in tags.items()})
         return TrackedRun(uri, run.info.run_id)
     except Exception as e:
-        raise TrackingUnavailableError(
-            f"MLflow tracking at {uri} is unavailable: "
-            f"{type(e).__name__}: {first_line(e) or repr(e)}. "
-            "Check mlflow.tracking_uri (or MLFLOW_TRACKING_URI), or run with "
-            "mlflow.enabled=false.") from e
+        raise TrackingUnavailableError(unavailable(uri, e)) from e
+
+
+def unavailable(uri: str, e: Exception) -> str:
+    """Why the store at `uri` cannot be used, and what to check."""
+    reason = f"{type(e).__name__}: {first_line(e) or repr(e)}"
+    if re.search(r"error code 40[13]\b", reason):
+        return redact.text(
+            f"MLflow tracking at {uri} refused the credentials ({reason}). Check "
+            "MLFLOW_TRACKING_USERNAME and MLFLOW_TRACKING_PASSWORD (or MLFLOW_TRACKING_TOKEN): "
+            "401 means unknown user or wrong password, 403 a user without permission.")
+    return redact.text(
+        f"MLflow tracking at {uri} is unavailable: {reason}. Check mlflow.tracking_uri (or "
+        "MLFLOW_TRACKING_URI), or run with mlflow.enabled=false.")
 
 
 @contextlib.contextmanager
@@ -166,7 +179,7 @@ def finish(run: TrackedRun, result: Mapping[str, Any], output_dir: Path) -> None
     client = run.client
     try:
         client.log_batch(run.run_id, metrics=list(metrics(result)), tags=[
-            RunTag(k, v) for k, v in result_tags(result).items()])
+            RunTag(k, redact.text(v)) for k, v in result_tags(result).items()])
         log_files(client, run.run_id, result, output_dir)
     finally:
         client.set_terminated(run.run_id, status=run_status(result["status"]))
@@ -196,7 +209,7 @@ def params(cfg: Any) -> dict[str, str]:
     from omegaconf import OmegaConf
 
     flat = dict(_flatten(OmegaConf.to_container(cfg, resolve=True)))
-    return {k: str(v)[:MAX_PARAM_VAL_LENGTH] for k, v in flat.items()}
+    return {k: redact.text(str(v))[:MAX_PARAM_VAL_LENGTH] for k, v in flat.items()}
 
 
 def start_tags(cfg: Any, output_dir: Path, overrides: list[str]) -> dict[str, str]:
