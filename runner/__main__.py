@@ -13,8 +13,12 @@ from runner.app import run
 schema.register()
 
 
+_started: list[bool] = []  # whether Hydra composed the config and called main
+
+
 @hydra.main(version_base="1.3", config_path="../conf", config_name="config")
 def main(cfg: DictConfig) -> None:
+    _started.append(True)
     result = run(cfg)
     # A single run reports its outcome in the exit code; a multirun goes on past failed jobs.
     if result["status"] != "passed" and HydraConfig.get().mode == RunMode.RUN:
@@ -28,6 +32,9 @@ def entry() -> None:
     try:
         main()
     except BaseException as e:
+        if isinstance(e, SystemExit) and e.code == 1 and not _started:  # Hydra refused the config
+            for line in schema.valid_keys(sys.argv[1:]):
+                print(line, file=sys.stderr)
         if not (isinstance(e, SystemExit) and e.code in (0, None)):
             try:
                 sweep.close_unfinished(e)

@@ -253,5 +253,6 @@ def copy_output(stream: IO[bytes], log: Path, to_console: bool) -> None:
                 sys.stdout.buffer.write(data)
                 sys.stdout.buffer.flush()
             out.write(data)
+            out.flush()  # job.log is read while the job runs (tail -f, the tests)
             if not chunk:
                 break

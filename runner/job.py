@@ -36,7 +36,7 @@ def main(argv: list[str] | None = None) -> int:
     cfg = OmegaConf.load(args.config)
     out = args.output_dir.resolve()
     result = (results.read(out) if args.resume
-              else results.new_result(cfg, out, args.override))
+              else results.new_result(cfg, out, args.override, os.environ.get("MLFLOW_RUN_ID")))
     results.write(out, result)
     try:
         runtime.prepare(cfg, args.side)

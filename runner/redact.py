@@ -59,8 +59,8 @@ def file(path: Path) -> None:
 
 class Stream:
     """Masks a byte stream chunk by chunk (a process's output, as it comes). What could be the
-    start of a secret that the next chunk ends stays back: the last word of each chunk (a URL
-    with a password), and at least the length of the longest secret, less one."""
+    start of a secret that the next chunk ends stays back until then: after the last line end,
+    the last word (a URL with a password) and the length of the longest secret, less one."""
 
     HOLD_LIMIT = 65536  # a "word" longer than this is passed on anyway
 
@@ -75,6 +75,8 @@ class Stream:
         word_start = max(data.rfind(sep) for sep in (b" ", b"\n", b"\r", b"\t")) + 1
         if len(data) - word_start <= self.HOLD_LIMIT:
             cut = min(cut, word_start)
+        # Nothing before a line end is held: no secret spans lines, and a line shows at once.
+        cut = max(cut, max(data.rfind(b"\n"), data.rfind(b"\r")) + 1)
         self.pending = data[cut:]
         return data[:cut]
 

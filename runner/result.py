@@ -27,7 +27,8 @@ DIMENSIONS = (*GROUPS, *EXTRA_DIMENSIONS)
 MESSAGE_LIMIT = 2000
 
 
-def new_result(cfg: Any, out: Path, overrides: list[str]) -> dict[str, Any]:
+def new_result(cfg: Any, out: Path, overrides: list[str],
+               mlflow_run_id: str | None = None) -> dict[str, Any]:
     """The result before anything ran: the combination, empty measurements."""
     return {
         "status": "running",
@@ -48,6 +49,7 @@ def new_result(cfg: Any, out: Path, overrides: list[str]) -> dict[str, Any]:
         "notes": [],
         "overrides": overrides,
         "output_dir": str(out),
+        "mlflow_run_id": mlflow_run_id,
         "devices": None,
         "keras_module": None,
         "load_keras_module": None,

@@ -66,7 +66,7 @@ def train_side(cfg: Any, out: Path, result: dict[str, Any], phase: Callable) -> 
             result["caveat"]["traced_after_fit"] = models.has_traced_call(model)
         result["accuracy"]["after_train"] = accuracy(models.predictor(model), data.test)
         saved_logits = model(data.probe, training=False).numpy()
-    with phase("save"), save_load.staged(out) as staging:
+    with save_load.staged(out) as staging, phase("save"):
         with timed(result, "save_s"):
             path, notes = SAVERS[cfg.save_api.name](model, staging, cfg.io_device)
         path = out / save_load.FOLDER / path.name  # where it is once complete
@@ -280,11 +280,19 @@ def _hits(logits: tf.Tensor, labels: tf.Tensor) -> tf.Tensor:
 
 # ---- bookkeeping -----------------------------------------------------------------------------
 
+# Fault injection for the test suite: the job stops at the start of this phase (once recorded)
+# until a signal ends it, so that an interruption lands in a known phase.
+STALL_ENV = "RUNNER_STALL_AT_PHASE"
+
+
 def _phase_recorder(out: Path, result: dict[str, Any]):
     @contextlib.contextmanager
     def phase(name: str) -> Iterator[None]:
         result["phase"] = name
         results.write(out, result)
+        if os.environ.get(STALL_ENV) == name:
+            print(f"{STALL_ENV}={name}: stalled", flush=True)
+            time.sleep(3600)
         yield
 
     return phase

@@ -10,10 +10,13 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass, field
 from enum import Enum
+from pathlib import Path
 from typing import Any
 
 from hydra.core.config_store import ConfigStore
 from omegaconf import MISSING
+
+CONF_DIR = Path(__file__).resolve().parents[1] / "conf"
 
 
 class Optimizer(str, Enum):
@@ -204,6 +207,32 @@ def register() -> None:
     for group, options in OPTION_SCHEMAS.items():
         for option, node in options.items():
             store.store(group=f"schema/{group}", name=option, node=node)
+
+
+def valid_keys(overrides: list[str]) -> list[str]:
+    """For each `a.b=value` override naming a key that `a` does not have: a line naming the keys
+    it does have. Called after Hydra refused such an override (its message names the bad key,
+    not the good ones); composes the config again with the overrides' group choices only."""
+    from hydra import compose, initialize_config_dir
+    from hydra.core.global_hydra import GlobalHydra
+    from omegaconf import DictConfig, OmegaConf
+
+    plain = [o for o in overrides if "=" in o and not o.startswith(("+", "~", "hydra", "-"))]
+    choices = [o for o in plain if "." not in o.split("=")[0] and "," not in o]
+    keys = [o.split("=")[0] for o in plain if "." in o.split("=")[0]]
+    GlobalHydra.instance().clear()
+    try:
+        with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
+            cfg = compose(config_name="config", overrides=choices)
+    except Exception:  # the choices themselves are wrong: Hydra said so, and which are valid
+        return []
+    lines = []
+    for key in keys:
+        parent, _, leaf = key.rpartition(".")
+        node = OmegaConf.select(cfg, parent)
+        if isinstance(node, DictConfig) and leaf not in node:
+            lines.append(f"Valid keys under '{parent}': {', '.join(map(str, node.keys()))}.")
+    return lines
 
 
 class ConfigError(ValueError):

@@ -12,6 +12,7 @@ import time
 import urllib.request
 from pathlib import Path
 
+import psutil
 import pytest
 from conftest import ROOT, read_result, runner
 from mlflow.tracking import MlflowClient
@@ -124,8 +125,8 @@ def test_killed_job_process_never_leaves_a_running_run(tmp_path, store):
                 and read_result(job_dir).get("devices"):
             break
         time.sleep(0.5)
-    job = subprocess.run(["pgrep", "-f", f"runner.job {job_dir}"], capture_output=True, text=True)
-    os.kill(int(job.stdout.split()[0]), signal.SIGKILL)
+    (job,) = psutil.Process(parent.pid).children()  # the job process
+    job.send_signal(signal.SIGKILL)
     out, _ = parent.communicate(timeout=120)
     assert parent.returncode == 1, out[-2000:]
     result = read_result(job_dir)
