@@ -205,11 +205,8 @@ def _watch(workers: list[Worker], timeout_s: float | None, grace_s: float) -> st
                 _signal(w, stopped.signum)
             stop_at = min(stop_at or float("inf"), now + grace_s)
         if failure is None and stopped is None:
-            failed = [w for w in workers if w.process.poll() not in (None, 0)]
-            if failed:
-                w = failed[0]
-                failure = (f"worker {w.index}{' (chief)' if w.index == 0 else ''} exited with "
-                           f"code {w.process.returncode}; see {w.log.name}")
+            failure = _failed(workers)
+            if failure is not None:
                 stop_at = now + grace_s
             elif now > deadline:
                 running = [w.index for w in workers if w.process.poll() is None]
@@ -222,7 +219,18 @@ def _watch(workers: list[Worker], timeout_s: float | None, grace_s: float) -> st
                 failure += f"; worker(s) {running} still running {grace_s:g} s later: stopped"
             break
         time.sleep(0.1)
+    if failure is None and interrupt.received() is None:
+        failure = _failed(workers)  # all ended between two looks: one may have died first
     return failure
+
+
+def _failed(workers: list[Worker]) -> str | None:
+    """Which workers exited with an error; one killed by a signal first, the likely cause."""
+    failed = sorted((w for w in workers if w.process.poll() not in (None, 0)),
+                    key=lambda w: (w.process.returncode >= 0, w.index))
+    return "; ".join(
+        f"worker {w.index}{' (chief)' if w.index == 0 else ''} exited with code "
+        f"{w.process.returncode}; see {w.log.name}" for w in failed) or None
 
 
 def _signal(w: Worker, signum: int) -> None:

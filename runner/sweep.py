@@ -24,8 +24,9 @@ from runner import interrupt, redact
 from runner import result as results
 
 SWEEP_FILE = "sweep.json"
-# The sweep this process launched and has not closed yet (see close_unfinished).
-_open: list[Path] = []
+# The sweep this process launched and has not closed yet (see close_unfinished), and whether
+# its jobs run here (basic, joblib launchers), where they end with it: not on a SLURM cluster.
+_open: list[tuple[Path, bool]] = []
 
 
 class SweepCallback(Callback):
@@ -46,7 +47,8 @@ class SweepCallback(Callback):
                     raise SystemExit(1) from None
                 info.update(parent_run_id=parent.run_id, tracking_uri=parent.uri)
             results.write_atomic(sweep_dir / SWEEP_FILE, json.dumps(info, indent=2) + "\n")
-            _open[:] = [sweep_dir]
+            local = "submitit" not in str(config.hydra.launcher.get("_target_", ""))
+            _open[:] = [(sweep_dir, local)]
 
     def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
         close(Path(config.hydra.sweep.dir).resolve(), "finished")
@@ -58,22 +60,29 @@ def close_unfinished(e: BaseException) -> None:
     that ran is written and the parent run closed KILLED (interrupted) or FAILED."""
     if not _open:
         return
-    sweep_dir = _open[0]
-    for job_dir in job_dirs(sweep_dir):
-        if (job_dir / results.FILENAME).exists():  # the job had started: say how it ended
-            results.read_or_crashed(job_dir, None, failure=e)
-    close(sweep_dir, "interrupted" if isinstance(e, KeyboardInterrupt) else "failed", e)
+    sweep_dir, local = _open[0]
+    if local:  # jobs on a cluster go on without the launching process: not ours to close
+        for job_dir in job_dirs(sweep_dir):
+            if (job_dir / results.FILENAME).exists():  # the job had started: how it ended
+                results.read_or_crashed(job_dir, None, failure=e)
+    close(sweep_dir, "interrupted" if isinstance(e, KeyboardInterrupt) else "failed",
+          e if local else None)
 
 
 def close(sweep_dir: Path, status: str, e: BaseException | None = None) -> None:
-    """The sweep's matrix from its jobs' results, printed and written; the parent run closed."""
+    """The sweep's matrix from its jobs' results, printed and written; the parent run closed.
+    e: what stopped the sweep early; its jobs' runs still RUNNING are closed with it."""
     from runner import matrix
 
     _open.clear()
-    m = matrix.build(matrix.record_from_result(r) for r in job_results(sweep_dir))
-    paths = matrix.write(m, sweep_dir)
-    print(f"\nCompatibility matrix ({sweep_dir}{'' if e is None else ', ' + status}):\n\n"
-          f"{matrix.to_markdown(m)}", flush=True)
+    records = [matrix.record_from_result(r) for r in job_results(sweep_dir)]
+    paths = {}
+    if records:  # a sweep stopped before its first job wrote anything has no matrix
+        m = matrix.build(records)
+        paths = matrix.write(m, sweep_dir)
+        print(f"\nCompatibility matrix ({sweep_dir}"
+              f"{'' if status == 'finished' else ', ' + status}):\n\n"
+              f"{matrix.to_markdown(m)}", flush=True)
     if (sweep_dir / "multirun.yaml").exists():
         redact.file(sweep_dir / "multirun.yaml")
     info = sweep_info(sweep_dir)
