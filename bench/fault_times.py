@@ -1,8 +1,8 @@
 """How long each error path takes to answer, end to end: `python bench/fault_times.py`.
 
 Each case runs `python -m runner` for real (as tests/test_faults.py does, one of each kind) and
-prints the seconds from start (or, for a signal, from the signal) to the runner's exit, slowest
-last. Tracking is on where the case is about MLflow, off elsewhere.
+prints the seconds from start (or, for a signal, from the signal) to the runner's exit, and the
+slowest. Tracking is off but where the case is about MLflow.
 """
 
 from __future__ import annotations
@@ -45,6 +45,18 @@ def interrupted(phase: str, sig: int, run_dir: Path, *args: str) -> tuple[float,
     return time.monotonic() - start, code
 
 
+def mid_fit(sig: int, run_dir: Path, *args: str) -> tuple[float, int]:
+    """Seconds from the signal, sent 3 s into a long model.fit, to the runner's exit."""
+    proc = runner(f"hydra.run.dir={run_dir}", *FAST, "train.epochs=1000", "verbose=2", *args)
+    while "Epoch 2/" not in _read(run_dir / "job.log"):
+        time.sleep(0.1)
+    time.sleep(3)
+    start = time.monotonic()
+    os.killpg(proc.pid, sig)
+    code = proc.wait()
+    return time.monotonic() - start, code
+
+
 def _read(path: Path) -> str:
     return path.read_text(errors="replace") if path.exists() else ""
 
@@ -71,6 +83,9 @@ def main() -> None:
             f"hydra.run.dir={tmp}/t1", *FAST[:-1], "mlflow.tracking_uri=http://127.0.0.1:9"),
         "SIGTERM in train": lambda: interrupted("train", signal.SIGTERM, tmp / "s1"),
         "SIGINT in save": lambda: interrupted("save", signal.SIGINT, tmp / "s2"),
+        "SIGTERM mid-fit": lambda: mid_fit(signal.SIGTERM, tmp / "f1"),
+        "SIGINT mid-fit, 2 local workers": lambda: mid_fit(
+            signal.SIGINT, tmp / "f2", "strategy=multi_worker_mirrored", "keras=legacy"),
         "SIGINT in save, 2 local workers": lambda: interrupted(
             "save", signal.SIGINT, tmp / "s3", "strategy=multi_worker_mirrored",
             "keras=legacy"),

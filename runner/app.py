@@ -23,7 +23,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from runner import cluster, interrupt, redact
 from runner import result as results
-from runner.schema import ConfigError, validate
+from runner.schema import ConfigError, validate, validate_sweep
 
 # How long an interrupted job's process gets to record the interruption before it is killed.
 INTERRUPT_GRACE_S = 10.0
@@ -55,13 +55,16 @@ class Preflight(Callback):
         check_output_dir(Path(config.hydra.run.dir), "hydra.run.dir", fresh=not worker)
 
     def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
-        check_config(config)
+        check_config(config, list(config.hydra.overrides.task))
         check_output_dir(Path(config.hydra.sweep.dir), "hydra.sweep.dir", fresh=False)
 
 
-def check_config(cfg: DictConfig) -> None:
+def check_config(cfg: DictConfig, sweep_overrides: list[str] | None = None) -> None:
+    """The config's ranges (and, for a sweep, those of every value it sweeps): exit 2 if not."""
     try:
         validate(cfg)
+        if sweep_overrides:
+            validate_sweep(sweep_overrides)
     except ConfigError as e:
         print(f"Config error: {e}", file=sys.stderr)
         raise SystemExit(2) from None

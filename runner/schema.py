@@ -269,18 +269,46 @@ _RANGES: list[tuple[str, Any, str]] = [
 ]
 
 
+DEVICE_KEYS = ("io_device", "strategy.device", "load_strategy.device")
+
+
 def validate(cfg: Any) -> None:
     """Raise ConfigError naming the key, its value and what is valid."""
     from omegaconf import OmegaConf
 
-    for key, ok, valid in _RANGES:
-        value = OmegaConf.select(cfg, key)
-        if not ok(value):
+    for key in [*(key for key, _, _ in _RANGES), *DEVICE_KEYS]:
+        check(key, OmegaConf.select(cfg, key))
+
+
+def validate_sweep(overrides: list[str]) -> None:
+    """Every value a sweep's overrides give a checked key (`train.epochs=1,0`), before any of
+    its jobs starts: a bad one would otherwise fail only when its job's turn comes."""
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+
+    for override in OverridesParser.create().parse_overrides(overrides):
+        key = override.get_key_element()
+        if key in DEVICE_KEYS or any(key == k for k, _, _ in _RANGES):
+            values = (list(override.sweep_iterator()) if override.is_sweep_override()
+                      else [override.value()])
+            for value in values:
+                check(key, value)
+
+
+def check(key: str, value: Any) -> None:
+    """Raise ConfigError if `value` is out of range for `key`."""
+    for range_key, ok, valid in _RANGES:
+        if range_key == key and not _ok(ok, value):
             raise ConfigError(f"{key}={value!r} is out of range: expected {valid}.")
-    for key in ("io_device", "strategy.device", "load_strategy.device"):
-        value = OmegaConf.select(cfg, key)
-        if value is not None and (not value or not _DEVICE.match(value)):
-            raise ConfigError(
-                f"{key}={value!r} is not a TensorFlow device string: expected e.g. "
-                "'/job:localhost', '/cpu:0', '/gpu:1' or '/job:worker/task:0/device:CPU:0'."
-            )
+    if key in DEVICE_KEYS and value is not None and (
+            not isinstance(value, str) or not value or not _DEVICE.match(value)):
+        raise ConfigError(
+            f"{key}={value!r} is not a TensorFlow device string: expected e.g. "
+            "'/job:localhost', '/cpu:0', '/gpu:1' or '/job:worker/task:0/device:CPU:0'."
+        )
+
+
+def _ok(ok: Any, value: Any) -> bool:
+    try:
+        return bool(ok(value))
+    except TypeError:  # a swept value of the wrong type: its job's schema will say so
+        return True

@@ -4,6 +4,7 @@ and checks what it left: result.json, the MLflow runs, the processes."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import shutil
@@ -33,11 +34,29 @@ def runs(store: Path) -> list:
     return client.search_runs(experiments) if experiments else []
 
 
+_launched: list[subprocess.Popen] = []
+
+
 def launch(*args: str, env: dict[str, str] | None = None) -> subprocess.Popen:
     """`python -m runner ARGS` in the background, in its own process group like a shell job."""
-    return subprocess.Popen(
+    proc = subprocess.Popen(
         [sys.executable, "-m", "runner", *args], cwd=ROOT, env={**os.environ, **(env or {})},
         stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, start_new_session=True)
+    _launched.append(proc)
+    return proc
+
+
+@pytest.fixture(autouse=True)
+def no_leftovers():
+    """A test that failed half-way leaves no runner (or its stalled job) behind."""
+    yield
+    while _launched:
+        proc = _launched.pop()
+        if proc.poll() is None:
+            for p in reversed(family(proc)):
+                with contextlib.suppress(psutil.NoSuchProcess):
+                    p.kill()
+            proc.wait()
 
 
 def wait_for(condition, what: str, timeout: float = 240) -> None:
@@ -92,6 +111,15 @@ def test_bad_config_fails_fast_and_names_what_is_valid(override, named, tmp_path
     assert "tensorflow imported" not in proc.stderr
     assert elapsed < 2.0, f"{elapsed:.2f} s"
     assert not (tmp_path / "run").exists()  # nothing half-made
+
+
+@pytest.mark.parametrize("swept", ["train.epochs=1,-1", "io_device=/cpu:0,cpu",
+                                   "verify.tolerance=range(-1,1)"])
+def test_a_bad_value_in_a_sweep_stops_it_before_its_first_job(swept, tmp_path):
+    proc = runner("-m", f"hydra.sweep.dir={tmp_path / 'sweep'}", *FAST, swept)
+    assert proc.returncode == 2
+    assert "Config error:" in proc.stderr and swept.split("=")[0] in proc.stderr
+    assert not (tmp_path / "sweep").exists()
 
 
 @pytest.mark.parametrize("where", ["file_parent", "proc"])
@@ -465,7 +493,7 @@ def test_no_secret_is_written_anywhere(auth_server, tmp_path):
     finally:
         for name in ("MLFLOW_TRACKING_USERNAME", "MLFLOW_TRACKING_PASSWORD"):
             os.environ.pop(name)
-    assert recorded and any("***" in text for text in recorded)  # the URI was there, masked
+    assert len(recorded) >= 2 and all("***" in text for text in recorded)  # the URI, masked
     for secret in secrets:
         for path in written:
             assert secret.encode() not in path.read_bytes(), (secret, path)
