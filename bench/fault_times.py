@@ -7,6 +7,7 @@ slowest. Tracking is off but where the case is about MLflow.
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import signal
@@ -57,6 +58,19 @@ def mid_fit(sig: int, run_dir: Path, *args: str) -> tuple[float, int]:
     return time.monotonic() - start, code
 
 
+def hung_worker(run_dir: Path) -> tuple[float, int]:
+    """Seconds from SIGSTOP to worker 1 of 2 (a hang, mid-fit) to the runner's exit."""
+    proc = runner(f"hydra.run.dir={run_dir}", *FAST, "train.epochs=1000", "verbose=2",
+                  "strategy=multi_worker_mirrored", "keras=legacy")
+    while "Epoch 3/" not in _read(run_dir / "job.log"):
+        time.sleep(0.1)
+    worker = json.loads((run_dir / "workers.json").read_text())[1]["pid"]
+    start = time.monotonic()
+    os.kill(worker, signal.SIGSTOP)
+    code = proc.wait()
+    return time.monotonic() - start, code
+
+
 def _read(path: Path) -> str:
     return path.read_text(errors="replace") if path.exists() else ""
 
@@ -86,6 +100,7 @@ def main() -> None:
         "SIGTERM mid-fit": lambda: mid_fit(signal.SIGTERM, tmp / "f1"),
         "SIGINT mid-fit, 2 local workers": lambda: mid_fit(
             signal.SIGINT, tmp / "f2", "strategy=multi_worker_mirrored", "keras=legacy"),
+        "worker 1 of 2 hung (SIGSTOP) mid-fit": lambda: hung_worker(tmp / "h1"),
         "SIGINT in save, 2 local workers": lambda: interrupted(
             "save", signal.SIGINT, tmp / "s3", "strategy=multi_worker_mirrored",
             "keras=legacy"),

@@ -11,7 +11,6 @@ import contextlib
 import json
 import os
 import shutil
-import tempfile
 import zipfile
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
@@ -148,7 +147,9 @@ def staged(out: Path) -> Iterator[Path]:
     """A folder that becomes out/saved_model/ only once everything is in it: written under a
     temporary name and renamed into place, so a save that fails or is interrupted never leaves
     a saved_model/ that looks valid. On failure the temporary folder is removed."""
-    staging = Path(tempfile.mkdtemp(prefix=f".{FOLDER}.", suffix=PARTIAL, dir=out))
+    staging = out / f".{FOLDER}.{os.getpid()}{PARTIAL}"  # mkdir: the usual permissions
+    shutil.rmtree(staging, ignore_errors=True)
+    staging.mkdir()
     try:
         yield staging
     except BaseException:
