@@ -76,7 +76,7 @@ def is_chief(cluster: Any, environ: Mapping[str, str] = os.environ) -> bool:
     return task(cluster, environ) == (("chief", 0) if has_chief else ("worker", 0))
 
 
-# ---- cluster=local ---------------------------------------------------------------------------
+# ---- the job's processes: its one process, or a local cluster's workers ---------------------
 
 PARENT_ENV = "RUNNER_PARENT_PID"  # set for every job process the Hydra task starts
 PR_SET_PDEATHSIG = 1

@@ -19,7 +19,7 @@ from pathlib import Path
 
 import psutil
 import pytest
-from conftest import FAST, ROOT, read_result, runner, sweep_results
+from conftest import FAST, PREPARE_MNIST, ROOT, read_result, runner, sweep_results
 
 STALL = "RUNNER_STALL_AT_PHASE"  # runner.scenario.STALL_ENV (not imported: it imports TF)
 TRACKED = [*FAST[:-1], "mlflow.log_model=false"]  # FAST with tracking on
@@ -222,18 +222,6 @@ def test_damaged_artifacts_fail_naming_path_and_phase(saved_jobs, tmp_path):
         assert run.info.status == "FAILED" and run.data.tags["error_phase"] == "load", name
 
 
-PREPARE_MNIST = """
-import sys
-import numpy as np, tensorflow as tf, tensorflow_datasets as tfds
-rng = np.random.default_rng(0)
-def split(n):
-    return tf.data.Dataset.from_tensor_slices({
-        "image": rng.integers(0, 256, (n, 28, 28, 1), dtype=np.uint8),
-        "label": rng.integers(0, 10, n)})
-tfds.dataset_builders.store_as_tfds_dataset(
-    name="mnist", version="3.0.1", features=tfds.builder("mnist").info.features,
-    split_datasets={"train": split(256), "test": split(128)}, data_dir=sys.argv[1])
-"""
 
 
 def test_empty_or_damaged_tfds_data_dir_fails_in_the_data_phase(tmp_path):

@@ -8,7 +8,7 @@ import sys
 from pathlib import Path
 
 import pytest
-from conftest import FAST, ROOT, read_result
+from conftest import FAST, PREPARE_MNIST, ROOT, read_result
 from hydra import compose, initialize_config_dir
 from omegaconf import OmegaConf
 
@@ -164,20 +164,6 @@ def test_mnist_path_with_mocked_tfds(tmp_path):
     r = read_result(tmp_path)
     assert proc.returncode == 0 and r["status"] == "passed", (r["error"], proc.stderr[-2000:])
     assert r["data"] == "mnist" and r["replicas"]["train"] == 2
-
-
-PREPARE_MNIST = """
-import sys
-import numpy as np, tensorflow as tf, tensorflow_datasets as tfds
-rng = np.random.default_rng(0)
-def split(n):
-    return tf.data.Dataset.from_tensor_slices({
-        "image": rng.integers(0, 256, (n, 28, 28, 1), dtype=np.uint8),
-        "label": rng.integers(0, 10, n)})
-tfds.dataset_builders.store_as_tfds_dataset(
-    name="mnist", version="3.0.1", features=tfds.builder("mnist").info.features,
-    split_datasets={"train": split(256), "test": split(128)}, data_dir=sys.argv[1])
-"""
 
 
 def test_mnist_from_a_prepared_data_dir_needs_no_network(run_job, tmp_path):
