@@ -1,5 +1,6 @@
-"""Multi-worker jobs: the cluster MultiWorkerMirroredStrategy runs on and, for cluster=local,
-its worker processes on this machine.
+"""The job's processes and multi-worker clusters: `supervise` starts and watches a job's
+process (or, for cluster=local, its worker processes on this machine), passes Ctrl-C/SIGTERM
+on and leaves none behind; the rest is the cluster MultiWorkerMirroredStrategy runs on.
 
 No TensorFlow at import: the Hydra process starts and watches the workers; only `resolver` (in
 a job process) imports it.
