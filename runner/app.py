@@ -12,6 +12,7 @@ import os
 import shutil
 import sys
 import tempfile
+import traceback
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -92,17 +93,38 @@ def run_tracked(cfg: DictConfig, output_dir: Path, overrides: list[str]) -> dict
 
     try:
         run = tracking.start(cfg, output_dir, overrides, sweep_parent())
-    except tracking.TrackingUnavailableError as e:
-        result = results.not_started(cfg, output_dir, overrides, e, phase="tracking")
-        results.write(output_dir, result)
-        report(result, output_dir)
-        return result
+    except Exception as e:  # any failure, not only an unreachable store: recorded, not raised
+        return not_tracked(cfg, output_dir, overrides, e)
     try:
         result = run_in_subprocess(cfg, output_dir, overrides, tracking.job_env(run))
     except BaseException:  # a bug of the runner's own: the run must still end
         tracking.abort(run)
         raise
     tracking.finish(run, result, output_dir)
+    return result
+
+
+def not_tracked(cfg: DictConfig, output_dir: Path, overrides: list[str],
+                e: Exception) -> dict[str, Any]:
+    """The job could not start its MLflow run: a failed result in phase `tracking`, and the run,
+    if it was created before the failure, closed FAILED with that result."""
+    from runner import tracking
+
+    run, error = (e.run, e.error) if isinstance(e, tracking.StartFailed) else (None, e)
+    result = results.not_started(cfg, output_dir, overrides, error, phase="tracking")
+    if run is not None:
+        result["mlflow_run_id"] = run.run_id
+    output_dir.mkdir(parents=True, exist_ok=True)
+    results.write(output_dir, result)
+    if not isinstance(error, tracking.TrackingUnavailableError):
+        (output_dir / "traceback.txt").write_text(redact.text("".join(
+            traceback.format_exception(error))))
+    report(result, output_dir)
+    if run is not None:
+        try:
+            tracking.finish(run, result, output_dir)
+        except Exception as close_error:  # the store itself may be the problem
+            print(f"Could not close MLflow run {run.run_id}: {close_error!r}", file=sys.stderr)
     return result
 
 
@@ -142,7 +164,7 @@ def run_in_subprocess(cfg: DictConfig, output_dir: Path, overrides: list[str],
     as every worker), its output teed into job.log."""
     output_dir.mkdir(parents=True, exist_ok=True)
     keep_secrets_out(cfg, output_dir)
-    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    env = {**redact.environ(), "PYTHONUNBUFFERED": "1"}
     sides = job_sides(cfg)
     with job_config(cfg) as config_path, cluster.local_workers(cfg, output_dir) as workers:
         command = [sys.executable, "-m", "runner.job", str(config_path)]

@@ -23,17 +23,31 @@ _MIN_LENGTH = 4
 _URL_PASSWORD = re.compile(r"(\b[a-zA-Z][\w+.-]*://[^/\s:@]+:)[^/\s@]+@")
 
 
-def secrets(environ: Mapping[str, str] = os.environ) -> list[str]:
-    """The secret values in `environ`, longest first (so no secret is masked only in part)."""
-    values = {value for name, value in environ.items()
+def environ() -> dict[str, str]:
+    """A copy of os.environ taken without iterating it live. MLflow's telemetry thread deletes
+    `_MLFLOW_TELEMETRY_SESSION_ID` from os.environ at any moment after a run is created;
+    `dict(os.environ)`, `{**os.environ}` or `.items()` list the keys, then look each up, and
+    raise KeyError when one went in between. `list(os.environ)` copies the keys atomically."""
+    snapshot = {}
+    for name in list(os.environ):
+        value = os.environ.get(name)
+        if value is not None:
+            snapshot[name] = value
+    return snapshot
+
+
+def secrets(env: Mapping[str, str] | None = None) -> list[str]:
+    """The secret values in `env` (default: the process's environment), longest first (so no
+    secret is masked only in part)."""
+    values = {value for name, value in (environ() if env is None else env).items()
               if SECRET_NAME.search(name) and len(value) >= _MIN_LENGTH
               and value.lower() not in _NOT_SECRET}
     return sorted(values, key=len, reverse=True)
 
 
-def text(value: str, environ: Mapping[str, str] = os.environ) -> str:
+def text(value: str, env: Mapping[str, str] | None = None) -> str:
     """`value` with every secret masked."""
-    for secret in secrets(environ):
+    for secret in secrets(env):
         value = value.replace(secret, MASK)
     return _URL_PASSWORD.sub(rf"\g<1>{MASK}@", value)
 

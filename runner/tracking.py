@@ -38,6 +38,15 @@ class TrackingUnavailableError(RuntimeError):
     """The tracking store or server could not be reached."""
 
 
+class StartFailed(Exception):
+    """The job's run was created, but what follows its creation failed: `error`. The run exists
+    and must be closed."""
+
+    def __init__(self, run: TrackedRun, error: Exception) -> None:
+        super().__init__(str(error))
+        self.run, self.error = run, error
+
+
 @dataclass(frozen=True)
 class TrackedRun:
     uri: str
@@ -78,7 +87,10 @@ def start(cfg: Any, output_dir: Path, overrides: list[str], sweep: tuple[str, in
     if sweep is not None:
         tags["mlflow.parentRunId"], tags["job_num"] = sweep[0], str(sweep[1])
     run = _create_run(cfg.mlflow, run_name(cfg), tags)
-    run.client.log_batch(run.run_id, params=[Param(k, v) for k, v in params(cfg).items()])
+    try:
+        run.client.log_batch(run.run_id, params=[Param(k, v) for k, v in params(cfg).items()])
+    except Exception as e:
+        raise StartFailed(run, e) from e
     return run
 
 

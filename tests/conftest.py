@@ -31,11 +31,28 @@ tfds.dataset_builders.store_as_tfds_dataset(
 """
 
 
-def runner(*args: str, env: dict[str, str] | None = None, timeout: float = 600):
-    """`python -m runner ARGS` from the repository root; returns the CompletedProcess."""
+# What MLflow reads as "a CI or a test": with any of them set it turns its telemetry off
+# (mlflow/telemetry/utils.py). pytest sets PYTEST_CURRENT_TEST, which every `python -m runner`
+# a test starts inherits; as_users_run() leaves them out, so that telemetry runs as users have it.
+CI_VARIABLES = ("PYTEST_CURRENT_TEST", "CI", "GITHUB_ACTIONS", "CIRCLECI", "GITLAB_CI",
+                "JENKINS_URL", "TRAVIS", "TF_BUILD", "BITBUCKET_BUILD_NUMBER",
+                "CODEBUILD_BUILD_ARN", "BUILDKITE", "TEAMCITY_VERSION", "CLOUD_RUN_EXECUTION",
+                "RUNBOT_HOST_URL", "RUNBOT_BUILD_NAME", "RUNBOT_WORKER_ID",
+                "MLFLOW_DISABLE_TELEMETRY", "DO_NOT_TRACK")
+
+
+def as_users_run(env: dict[str, str] | None = None) -> dict[str, str]:
+    """The environment of a user's shell: os.environ without what marks a test or a CI."""
+    return {k: v for k, v in {**os.environ, **(env or {})}.items() if k not in CI_VARIABLES}
+
+
+def runner(*args: str, env: dict[str, str] | None = None, timeout: float = 600,
+           users_env: bool = False):
+    """`python -m runner ARGS` from the repository root; returns the CompletedProcess.
+    users_env=True: with MLflow's telemetry on, as in a user's shell (see as_users_run)."""
     return subprocess.run(
         [sys.executable, "-m", "runner", *args],
-        cwd=ROOT, env={**os.environ, **(env or {})},
+        cwd=ROOT, env=as_users_run(env) if users_env else {**os.environ, **(env or {})},
         capture_output=True, text=True, timeout=timeout,
     )
 
