@@ -25,6 +25,7 @@ class Data:
     probe: np.ndarray  # the first `probe_size` test images: logits are compared on these
     n_train: int
     n_test: int
+    ordered: tf.data.Dataset  # the training split unbatched, in its stored order (resume check)
 
 
 def load(cfg: Any, global_batch: int) -> Data:
@@ -37,6 +38,7 @@ def load(cfg: Any, global_batch: int) -> Data:
         train, test = _mnist(cfg.data.data_dir, cfg.data.download)
     n_train, n_test = int(train.cardinality()), int(test.cardinality())
     calls = tf.data.AUTOTUNE if cfg.speed.parallel_map else None  # order stays deterministic
+    ordered = train.map(scale)  # not from the cache: a partial read would leave it unfinished
     train = train.map(scale, num_parallel_calls=calls).cache()
     test = test.map(scale, num_parallel_calls=calls)
     if cfg.data.name == "mnist":
@@ -46,7 +48,8 @@ def load(cfg: Any, global_batch: int) -> Data:
     test = test.batch(global_batch)
     if cfg.speed.prefetch:
         train, test = train.prefetch(tf.data.AUTOTUNE), test.prefetch(tf.data.AUTOTUNE)
-    return Data(train=train, test=test, probe=probe, n_train=n_train, n_test=n_test)
+    return Data(train=train, test=test, probe=probe, n_train=n_train, n_test=n_test,
+                ordered=ordered)
 
 
 _TF_FUNCTION = re.compile(r"\{\{function_node [^}]*\}\}\s*")  # TF's prefix: no news to users

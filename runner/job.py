@@ -60,7 +60,7 @@ def main(argv: list[str] | None = None) -> int:
 def record_failure(result: dict[str, Any], e: BaseException, out: Path) -> None:
     """Record the real exception, the phase it happened in, a hint, and the traceback."""
     phase = result.get("phase", "train")
-    results.set_error(result, e, phase, hints.hint_for(e, phase))
+    results.set_error(result, e, phase, getattr(e, "hint", None) or hints.hint_for(e, phase))
     (out / "traceback.txt").write_text(redact.text("".join(traceback.format_exception(e))))
 
 

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from runner.result import DIMENSIONS, first_line
+from runner.result import DIMENSIONS, first_line, resume_words
 
 ROW_DIMS = ("tutorial_step", "load_from", "save_api", "keras", "strategy", "model", "data")
 COL_DIMS = ("load_api", "load_keras", "load_strategy")
@@ -38,19 +38,28 @@ def record_from_result(result: Mapping[str, Any]) -> dict[str, Any]:
     error = result.get("error") or {}
     return {**{d: result.get(d) for d in DIMENSIONS}, "status": result["status"],
             "phase": error.get("phase"), "type": error.get("type"),
-            "message": error.get("message")}
+            "message": error.get("message"), "resume": result.get("resume")}
 
 
-def record_from_tags(tags: Mapping[str, str]) -> dict[str, Any]:
+def record_from_run(tags: Mapping[str, str],
+                    metrics: Mapping[str, float] | None = None) -> dict[str, Any]:
+    """The same record from a job's MLflow run: its tags (and the resume metric)."""
+    resume = None
+    if tags.get("resume"):
+        resume = {"outcome": tags["resume"], "cause": tags.get("resume_cause"),
+                  "reason": tags.get("resume_cause"),
+                  "max_abs_diff": (metrics or {}).get("resume_max_abs_diff")}
     return {**{d: tags.get(d) for d in DIMENSIONS}, "status": tags.get("status"),
             "phase": tags.get("error_phase"), "type": tags.get("error_type"),
-            "message": tags.get("error_message")}
+            "message": tags.get("error_message"), "resume": resume}
 
 
 def outcome(record: Mapping[str, Any]) -> str:
-    """'passed', or 'failed in load: OSError: SavedModel file does not exist at…'."""
+    """'passed, resume exact', 'passed, resume drifted 9.1e-03 (iterations reset)', 'passed,
+    inference only', or 'failed in load: OSError: SavedModel file does not exist at…'."""
     if record["status"] == "passed":
-        return "passed"
+        resume = resume_words(record.get("resume"))
+        return f"passed, {resume}" if resume else "passed"
     # Paths differ from job to job and say little here: the type and the words say why.
     words = _PATH.sub("…", " ".join(first_line(record.get("message") or "").split()))
     reason = f"{record.get('type')}: {words}"
@@ -116,8 +125,13 @@ def to_csv(m: Matrix) -> str:
     return out.getvalue()
 
 
+# Heatmap colours: no job, failed, mixed, resume error or drift, inference only, passed/exact.
+COLOURS = ["#eeeeee", "#d9534f", "#c7a0d9", "#f0ad4e", "#5bc0de", "#5cb85c"]
+
+
 def heatmap(m: Matrix) -> Any:
-    """Green passed, red failed, each cell labelled with its outcome's first words."""
+    """Green passed (resume exact), amber passed but resume drifted, blue inference only, red
+    failed; each cell labelled with its outcome and cause in a word or two."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -126,12 +140,11 @@ def heatmap(m: Matrix) -> Any:
 
     values = [[_code(m.cell(r, c)) for c in m.cols] for r in m.rows]
     fig, ax = plt.subplots(figsize=(2.4 * len(m.cols) + 2.5, 0.6 * len(m.rows) + 1.8))
-    ax.imshow(values, cmap=ListedColormap(["#eeeeee", "#d9534f", "#f0ad4e", "#5cb85c"]),
-              vmin=0, vmax=3, aspect="auto")
+    ax.imshow(values, cmap=ListedColormap(COLOURS), vmin=0, vmax=len(COLOURS) - 1,
+              aspect="auto")
     for i, r in enumerate(m.rows):
         for j, c in enumerate(m.cols):
-            label = m.cell(r, c).split(":")[0].replace(" in ", "\n")
-            ax.text(j, i, label, ha="center", va="center", fontsize=8)
+            ax.text(j, i, _label(m.cell(r, c)), ha="center", va="center", fontsize=8)
     ax.set_xticks(range(len(m.cols)), [" · ".join(c) or "(all)" for c in m.cols], rotation=20)
     ax.set_yticks(range(len(m.rows)), [" · ".join(r) or "(all)" for r in m.rows])
     ax.set_xlabel(" × ".join(m.col_dims) or "(all)")
@@ -141,12 +154,38 @@ def heatmap(m: Matrix) -> Any:
     return fig
 
 
+def _kind(outcome: str) -> int:
+    """The colour of one job's outcome: 1 failed, 3 resume drifted or error, 4 inference
+    only, 5 passed (resume exact, or not checked)."""
+    if not outcome.startswith("passed"):
+        return 1
+    if "resume drifted" in outcome or "resume error" in outcome:
+        return 3
+    return 4 if "inference only" in outcome else 5
+
+
 def _code(cell: str) -> int:
-    """0 no job, 1 failed, 2 mixed, 3 passed."""
+    """0 no job, 2 several jobs of different kinds in one cell, else the jobs' kind."""
     if not cell:
         return 0
-    outcomes = {part.split(" ")[0] for part in cell.split("; ")}
-    return 3 if outcomes == {"passed"} else 1 if "passed" not in outcomes else 2
+    kinds = {_kind(part) for part in cell.split("; ")}
+    return kinds.pop() if len(kinds) == 1 else 2
+
+
+def _label(cell: str) -> str:
+    """A cell's text in the heatmap: the outcome and its cause in a word or two."""
+    parts = []
+    for part in cell.split("; "):
+        if part.startswith("failed") or part.startswith("interrupted"):
+            parts.append(part.split(":")[0].replace(" in ", "\n"))
+        elif "resume drifted" in part or "resume error" in part:
+            cause = part[part.rfind("(") + 1:part.rfind(")")]
+            parts.append(f"{'drifted' if 'drifted' in part else 'resume error'}\n{cause}")
+        elif "inference only" in part:
+            parts.append("inference\nonly")
+        else:
+            parts.append("exact" if "resume exact" in part else "passed")
+    return "\n".join(dict.fromkeys(parts))
 
 
 def write(m: Matrix, directory: Path) -> dict[str, Path]:

@@ -53,7 +53,7 @@ def main(argv: list[str] | None = None) -> int:
     if not children:
         print(f"Run {parent} has no child runs at {uri}.", file=sys.stderr)
         return 1
-    m = matrix.build(matrix.record_from_tags(run.data.tags) for run in children)
+    m = matrix.build(matrix.record_from_run(run.data.tags, run.data.metrics) for run in children)
     print(f"Sweep {parent} ({len(children)} jobs):\n\n{matrix.to_markdown(m)}")
     if args.out:
         args.out.mkdir(parents=True, exist_ok=True)

@@ -40,9 +40,17 @@ def new_result(cfg: Any, out: Path, overrides: list[str],
         "max_abs_diff": None,
         "tolerance": cfg.verify.tolerance,
         "accuracy": {"after_train": None, "after_load": None, "after_continue": None},
-        "timings": {"train_s": None, "save_s": None, "load_s": None, "continue_s": None},
+        "timings": {"train_s": None, "save_s": None, "load_s": None, "continue_s": None,
+                    "resume_s": None},
         "throughput": {"train_examples_per_s": None, "continue_examples_per_s": None},
         "history": {},
+        # Can it keep training with the same numbers? (runner.verify)
+        "resume": None,
+        "optimizer": {"saved": None, "loaded": None, "new_optimizer": None},
+        "random_layers": None,
+        "distributed_variables": None,
+        "pinned_devices": None,
+        "resave": None,
         "artifact": None,
         "artifact_bytes": None,
         "io_device": cfg.io_device,
@@ -153,12 +161,33 @@ def summary_line(result: dict[str, Any]) -> str:
                                                        "after_continue"))
     head = f"{result['status'].upper()} {combo} | acc train/load/continue {accs}"
     head += f" | max|Δ| {_fmt(result.get('max_abs_diff'), '.1e')}"
+    resume = resume_words(result.get("resume"))
+    if resume:
+        head += f" | {resume}"
     if result["status"] != "passed":
         err = result["error"]
         head += f" | {err['phase']}: {err['type']}: {_clip(first_line(err['message']))}"
         if err.get("hint"):
             head += f" (hint: {err['hint']})"
     return f"{head} | {result.get('output_dir', '')}"
+
+
+def resume_words(resume: Any) -> str | None:
+    """The resume check in a few words: 'resume exact', 'resume drifted 9.1e-03 (iterations
+    reset)', 'inference only'; None when it was not made."""
+    if not resume:
+        return None
+    outcome = resume.get("outcome")
+    if outcome == "exact":
+        return "resume exact"
+    if outcome == "drifted":
+        return (f"resume drifted {_fmt(resume.get('max_abs_diff'), '.1e')} "
+                f"({resume.get('cause') or 'unknown'})")
+    if outcome == "error":
+        return f"resume error ({resume.get('cause') or 'unknown'})"
+    if str(resume.get("reason", "")).startswith("inference only"):
+        return "inference only"
+    return None
 
 
 def _fmt(value: Any, spec: str) -> str:

@@ -20,7 +20,7 @@ from typing import Any
 import numpy as np
 import tensorflow as tf
 
-from runner import models, runtime
+from runner import models, runtime, verify
 
 SERVING_KEY = "serving_default"
 # A job's saved_model/ folder: the model as the save API wrote it, and what it must compute.
@@ -81,6 +81,7 @@ class Loaded:
     model: tf.keras.Model | None = None  # a compiled, trainable Keras model, if the API gives one
     keep_alive: Any = None  # the loaded object its functions' variables belong to
     notes: list[str] = field(default_factory=list)
+    new_optimizer: bool = False  # a new model compiled around what was loaded (hub, tfsm_layer)
 
 
 def load_keras(path: Path, io_device: str | None, options: Any) -> Loaded:
@@ -114,7 +115,8 @@ def load_hub(path: Path, io_device: str | None, options: Any) -> Loaded:
     outputs = hub.KerasLayer(loaded, trainable=True)(inputs)
     model = tf.keras.Model(inputs, outputs)
     models.compile_model(model, options.optimizer)
-    return Loaded(predict=models.predictor(model), model=model, keep_alive=loaded)
+    return Loaded(predict=models.predictor(model), model=model, keep_alive=loaded,
+                  new_optimizer=True)
 
 
 def load_tfsm_layer(path: Path, io_device: str | None, options: Any) -> Loaded:
@@ -124,7 +126,7 @@ def load_tfsm_layer(path: Path, io_device: str | None, options: Any) -> Loaded:
     model = tf.keras.Model(inputs, single_output(layer(inputs)))
     models.compile_model(model, options.optimizer)
     notes = _not_applied(io_device, "TFSMLayer takes no LoadOptions")
-    return Loaded(predict=models.predictor(model), model=model, notes=notes)
+    return Loaded(predict=models.predictor(model), model=model, notes=notes, new_optimizer=True)
 
 
 # Each takes (path, io_device, the load_api group's options).
@@ -164,12 +166,27 @@ class Stored:
     probe: np.ndarray
     logits: np.ndarray
     saved_with: dict[str, Any]
+    reference: verify.Reference | None = None  # the resume check's, if it was stored
 
 
 def write_stored(folder: Path, probe: np.ndarray, logits: np.ndarray,
                  saved_with: Mapping[str, Any]) -> None:
-    np.savez(folder / PROBE_FILE, images=probe, logits=logits)
+    np.savez_compressed(folder / PROBE_FILE, images=probe, logits=logits)
     (folder / SAVED_WITH_FILE).write_text(json.dumps(saved_with, indent=2) + "\n")
+
+
+def add_reference(folder: Path, ref: verify.Reference) -> None:
+    """The resume check's reference, added to probe.npz once the train side has it (after the
+    save: it continues the original). Rewritten under a temporary name and renamed into place,
+    so probe.npz is always whole: without the reference, or with it."""
+    with np.load(folder / PROBE_FILE) as probe:
+        arrays = dict(probe)
+    tmp = folder / f".{PROBE_FILE}.{os.getpid()}.tmp.npz"
+    np.savez_compressed(tmp, **arrays, resume_images=ref.images, resume_labels=ref.labels,
+                        resumed_logits=ref.logits,
+                        resume_global_batch=np.int64(ref.global_batch),
+                        resume_seed=np.int64(ref.seed))
+    os.replace(tmp, folder / PROBE_FILE)
 
 
 def read_stored(location: Path) -> Stored:
@@ -195,6 +212,11 @@ def read_stored(location: Path) -> Stored:
     try:
         with np.load(folder / PROBE_FILE) as probe:
             stored = Stored(model, probe["images"], probe["logits"], saved_with)
+            if "resumed_logits" in probe:
+                stored.reference = verify.Reference(
+                    probe["resume_images"], probe["resume_labels"],
+                    int(probe["resume_global_batch"]), int(probe["resume_seed"]),
+                    probe["resumed_logits"])
     except (OSError, ValueError, KeyError, zipfile.BadZipFile) as e:
         raise ArtifactError(f"{folder / PROBE_FILE} is unreadable: "
                             f"{type(e).__name__}: {e}") from e

@@ -7,6 +7,8 @@ import contextlib
 import gc
 import os
 import re
+import shutil
+import tempfile
 import time
 import warnings
 from collections.abc import Callable, Iterator
@@ -16,7 +18,7 @@ from typing import Any
 import numpy as np
 import tensorflow as tf
 
-from runner import cluster, models, runtime, save_load
+from runner import cluster, models, runtime, save_load, verify
 from runner import data as datasets
 from runner import result as results
 from runner.save_load import LOADERS, SAVERS, Loaded, Stored, artifact_bytes
@@ -52,8 +54,9 @@ def train_side(cfg: Any, out: Path, result: dict[str, Any], phase: Callable) -> 
         record_cluster(strategy, result)
         result["devices"] = [d.name for d in tf.config.list_logical_devices()]
         result["keras_module"] = runtime.keras_generation()
+    global_batch = cfg.train.batch_size_per_replica * runtime.replicas(strategy)
     with phase("data"):
-        data = datasets.load(cfg, cfg.train.batch_size_per_replica * runtime.replicas(strategy))
+        data = datasets.load(cfg, global_batch)
     with phase("train"):
         model = build_model(cfg, strategy)
         if cfg.model.save_before_fit:
@@ -66,9 +69,13 @@ def train_side(cfg: Any, out: Path, result: dict[str, Any], phase: Callable) -> 
             result["caveat"]["traced_after_fit"] = models.has_traced_call(model)
         result["accuracy"]["after_train"] = accuracy(models.predictor(model), data.test)
         saved_logits = model(data.probe, training=False).numpy()
+        result["optimizer"]["saved"] = verify.optimizer_state(model)
+        result["random_layers"] = verify.random_layers(model)
     with save_load.staged(out) as staging, phase("save"):
         with timed(result, "save_s"):
             path, notes = SAVERS[cfg.save_api.name](model, staging, cfg.io_device)
+        if (staging / path.name).is_dir():  # a SavedModel: does its graph pin devices?
+            result["pinned_devices"] = verify.pinned_devices(staging / path.name)
         path = out / save_load.FOLDER / path.name  # where it is once complete
         save_load.write_stored(staging, data.probe, saved_logits, saved_with(cfg, path, result))
         result["artifact"] = str(path)
@@ -85,6 +92,11 @@ def train_side(cfg: Any, out: Path, result: dict[str, Any], phase: Callable) -> 
 
             result["mlflow_model"] = tracking.log_keras_model(
                 model, data.probe, saved_logits, result["versions"])
+    if cfg.verify.resume_steps:  # every worker: the steps are collectives under multi-worker
+        with phase("resume"), timed(result, "resume_s"):
+            ref = verify.reference(model, data.ordered, data.probe, cfg.verify.resume_steps,
+                                   global_batch, cfg.seed)
+            save_load.add_reference(out / save_load.FOLDER, ref)
 
 
 def load_side(cfg: Any, out: Path, result: dict[str, Any], phase: Callable) -> None:
@@ -98,12 +110,27 @@ def load_side(cfg: Any, out: Path, result: dict[str, Any], phase: Callable) -> N
         with timed(result, "load_s"):
             loaded = load(stored.model, cfg, load_strategy)
         result["notes"] += loaded.notes
+        record_loaded(loaded, stored, load_strategy, result)
     with phase("data"):
         data = datasets.load(
             cfg, cfg.train.batch_size_per_replica * runtime.replicas(load_strategy))
     with phase("verify"):
-        result["max_abs_diff"] = verify(loaded, stored.probe, stored.logits, cfg.verify.tolerance)
+        result["max_abs_diff"] = verify_logits(loaded, stored.probe, stored.logits,
+                                               cfg.verify.tolerance)
         result["accuracy"]["after_load"] = accuracy(loaded.predict, data.test)
+    with phase("continue"):  # the resume steps are the first steps of continuing
+        result["resume"] = check_resume(loaded, stored, cfg, result)
+        if result["resume"]["outcome"] == verify.ERROR:
+            # A failed step can leave the model and its optimizer half-built: continue from a
+            # fresh load, so that continuing meets what it would have met without the check.
+            loaded = load(stored.model, cfg, load_strategy)
+            result["notes"].append("resume check failed: the model was loaded again before "
+                                   "continuing")
+    if (result["resume"]["outcome"] in (verify.DRIFTED, verify.ERROR)
+            and cfg.verify.resume == "require"):
+        with phase("resume"):
+            raise verify.ResumeDrift(resume_message(result["resume"]),
+                                     hint=result["resume"]["hint"])
     with phase("continue"):
         with timed(result, "continue_s"):
             result["accuracy"]["after_continue"] = keep_going(
@@ -111,6 +138,10 @@ def load_side(cfg: Any, out: Path, result: dict[str, Any], phase: Callable) -> N
         examples = data.n_train * cfg.continue_epochs if loaded.model is not None else data.n_test
         result["throughput"]["continue_examples_per_s"] = _rate(
             examples, result["timings"]["continue_s"])
+    if cfg.verify.resave:
+        with phase("resave"):
+            result["resave"] = resave(loaded, result["save_api"], cfg, load_strategy,
+                                      stored.probe)
 
 
 # ---- steps -----------------------------------------------------------------------------------
@@ -126,7 +157,9 @@ def build_model(cfg: Any, strategy: tf.distribute.Strategy) -> tf.keras.Model:
 def train(model: tf.keras.Model, dataset: tf.data.Dataset, epochs: int,
           cfg: Any) -> dict[str, list[float]]:
     """model.fit; returns the per-epoch loss and accuracy."""
-    history = model.fit(dataset, epochs=epochs, verbose=cfg.verbose).history
+    # shuffle=False: a tf.data dataset is shuffled by the pipeline; Keras ignores (and warns
+    # about) shuffle=True for it.
+    history = model.fit(dataset, epochs=epochs, verbose=cfg.verbose, shuffle=False).history
     return {("accuracy" if name.endswith("accuracy") else name): [float(v) for v in values]
             for name, values in history.items()}
 
@@ -172,6 +205,9 @@ def saved_with(cfg: Any, path: Path, result: dict[str, Any]) -> dict[str, Any]:
         "replicas": result["replicas"]["train"],
         "model_file": path.name,
         "seed": cfg.seed,
+        "optimizer": result["optimizer"]["saved"],
+        "random_layers": result["random_layers"],
+        "pinned_devices": result["pinned_devices"],
         "versions": result["versions"],
         "output_dir": result["output_dir"],
     }
@@ -212,7 +248,8 @@ def load(path: Path, cfg: Any, strategy: tf.distribute.Strategy | None) -> Loade
         return LOADERS[cfg.load_api.name](path, cfg.io_device, cfg.load_api)
 
 
-def verify(loaded: Loaded, probe: np.ndarray, saved_logits: np.ndarray, tolerance: float) -> float:
+def verify_logits(loaded: Loaded, probe: np.ndarray, saved_logits: np.ndarray,
+                  tolerance: float) -> float:
     """Max |Δ| between the loaded and the saved model's logits on the probe batch."""
     loaded_logits = np.asarray(loaded.predict(tf.constant(probe)))
     if loaded_logits.shape != saved_logits.shape:
@@ -224,6 +261,72 @@ def verify(loaded: Loaded, probe: np.ndarray, saved_logits: np.ndarray, toleranc
         raise VerificationError(
             f"max |Δ| of probe logits {diff:.3e} exceeds tolerance {tolerance:g}")
     return diff
+
+
+def record_loaded(loaded: Loaded, stored: Stored, strategy: tf.distribute.Strategy | None,
+                  result: dict[str, Any]) -> None:
+    """What came back besides the weights: the optimizer's state against the saved one's and,
+    under several replicas, how many variables are really distributed."""
+    saved = stored.saved_with
+    result["optimizer"] = {"saved": saved.get("optimizer"),
+                           "loaded": verify.optimizer_state(loaded.model),
+                           "new_optimizer": loaded.new_optimizer}
+    result["random_layers"] = saved.get("random_layers")
+    result["pinned_devices"] = saved.get("pinned_devices")
+    if runtime.replicas(strategy) > 1:
+        variables = verify.loaded_variables(loaded.model, loaded.keep_alive)
+        result["distributed_variables"] = verify.distributed_variables(variables)
+        if variables and result["distributed_variables"].startswith("0/"):
+            result["notes"].append(
+                f"none of the loaded model's {len(variables)} variables is distributed over the "
+                f"{runtime.replicas(strategy)} replicas: it computes on one replica only (e.g. "
+                "a subclassed SavedModel loaded under MirroredStrategy, tf-keras#520)")
+
+
+def check_resume(loaded: Loaded, stored: Stored, cfg: Any,
+                 result: dict[str, Any]) -> dict[str, Any]:
+    """The resume check's outcome, and its cause when it drifted."""
+    if not cfg.verify.resume_steps:
+        return {"outcome": verify.NOT_APPLICABLE, "reason": "verify.resume_steps=0"}
+    outcome = verify.resume(
+        loaded.model, loaded.predict, stored.reference, stored.probe,
+        cfg.verify.resume_tolerance,
+        why_no_model=f"inference only: load_api={cfg.load_api.name} gives no trainable model")
+    outcome["cause"], outcome["hint"] = verify.explain(
+        outcome, stored.saved_with, result["optimizer"]["loaded"], loaded.new_optimizer,
+        stored.saved_with.get("random_layers") or [],
+        (stored.saved_with.get("replicas"), result["replicas"]["load"]))
+    if outcome.get("seconds") is not None:
+        result["timings"]["resume_s"] = round(
+            (result["timings"].get("resume_s") or 0) + outcome["seconds"], 4)
+    return outcome
+
+
+def resume_message(outcome: dict[str, Any]) -> str:
+    if outcome["outcome"] == verify.ERROR:
+        return (f"the loaded model could not take the original's {outcome['steps']} training "
+                f"steps: {outcome['error']}")
+    return (f"the loaded model, trained {outcome['steps']} steps on the original's batches, "
+            f"gives probe logits {outcome['max_abs_diff']:.3e} away from the original's "
+            f"(verify.resume_tolerance={outcome['tolerance']:g}): {outcome['cause']}")
+
+
+def resave(loaded: Loaded, save_api: str, cfg: Any, strategy: tf.distribute.Strategy | None,
+           probe: np.ndarray) -> dict[str, Any]:
+    """Save the continued model again with the same save API, load it with the same load API:
+    how far its probe logits move (save -> load -> save -> load). A failure is recorded."""
+    target = Path(tempfile.mkdtemp(prefix="runner-resave-"))
+    try:
+        subject = loaded.model if loaded.model is not None else loaded.keep_alive
+        path, _ = SAVERS[save_api](subject, target, cfg.io_device)
+        again = load(path, cfg, strategy)
+        before = np.asarray(loaded.predict(tf.constant(probe)))
+        return {"max_abs_diff": verify.max_abs_diff(
+            np.asarray(again.predict(tf.constant(probe))), before)}
+    except Exception as e:  # noqa: BLE001 - data: which API cannot save what it loaded
+        return {"max_abs_diff": None, "error": f"{type(e).__name__}: {results.first_line(e)}"}
+    finally:
+        shutil.rmtree(target, ignore_errors=True)
 
 
 def keep_going(loaded: Loaded, data: datasets.Data, strategy: tf.distribute.Strategy | None,

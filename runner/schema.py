@@ -133,10 +133,19 @@ class Train:
     batch_size_per_replica: int = MISSING
 
 
+class ResumePolicy(str, Enum):
+    record = "record"  # a drift is recorded; the job still passes
+    require = "require"  # a drift fails the job in phase `resume`
+
+
 @dataclass
 class Verify:
     tolerance: float = MISSING
     probe_size: int = MISSING
+    resume_steps: int = MISSING
+    resume_tolerance: float = MISSING
+    resume: ResumePolicy = MISSING
+    resave: bool = MISSING
 
 
 @dataclass
@@ -253,6 +262,8 @@ _RANGES: list[tuple[str, Any, str]] = [
     ("load_strategy.replicas", lambda v: v is None or v >= 1, "an integer >= 1"),
     ("verify.tolerance", lambda v: v >= 0, "a number >= 0"),
     ("verify.probe_size", lambda v: v >= 1, "an integer >= 1"),
+    ("verify.resume_steps", lambda v: v >= 0, "an integer >= 0 (0: no resume check)"),
+    ("verify.resume_tolerance", lambda v: v >= 0, "a number >= 0"),
     ("data.shuffle_buffer", lambda v: v >= 1, "an integer >= 1"),
     ("data.test_fraction", lambda v: v is None or 0 < v < 1, "a number in (0, 1)"),
     ("data.n_train", lambda v: v is None or v >= 1, "an integer >= 1"),

@@ -252,6 +252,14 @@ def result_tags(result: Mapping[str, Any]) -> dict[str, str]:
                     error_message=first_line(result["error"]["message"])[:5000])
         if result["error"].get("hint"):
             tags["error_hint"] = result["error"]["hint"]
+    resume = result.get("resume") or {}
+    if resume.get("outcome"):
+        tags["resume"] = resume["outcome"]
+        cause = resume.get("cause") or resume.get("reason")
+        if cause:
+            tags["resume_cause"] = cause
+    if result.get("distributed_variables"):
+        tags["distributed_variables"] = result["distributed_variables"]
     mlflow_model = result.get("mlflow_model") or {}
     if mlflow_model.get("model_uri"):
         tags["mlflow_model_uri"] = mlflow_model["model_uri"]
@@ -271,6 +279,9 @@ def metrics(result: Mapping[str, Any]) -> Iterator[Metric]:
         **(result.get("throughput") or {}),
         "max_abs_diff": result.get("max_abs_diff"),
         "artifact_bytes": result.get("artifact_bytes"),
+        "resume_max_abs_diff": (result.get("resume") or {}).get("max_abs_diff"),
+        "resave_max_abs_diff": (result.get("resave") or {}).get("max_abs_diff"),
+        "pinned_devices": (result.get("pinned_devices") or {}).get("count"),
     }
     for name, value in singles.items():
         if value is not None:

@@ -50,6 +50,8 @@ def test_defaults_are_the_documented_ones():
     assert (cfg.load_from, cfg.tutorial_step) == (None, None)
     assert (cfg.seed, cfg.train.epochs, cfg.train.batch_size_per_replica) == (0, 2, 64)
     assert (cfg.continue_epochs, cfg.verify.tolerance, cfg.io_device) == (2, 1e-5, None)
+    v = cfg.verify
+    assert (v.resume_steps, v.resume_tolerance, v.resume, v.resave) == (3, 1e-5, "record", False)
     assert compose_cfg("strategy=mirrored").strategy.replicas == 2
 
 
@@ -104,6 +106,7 @@ def test_tutorial_preset_is_the_seed():
         ("train.epochs=two", "Value 'two' of type 'str' could not be converted to Integer"),
         ("load_api.optimizer=adam", "Key 'optimizer' not in 'LoadApi'"),  # hub/tfsm_layer only
         ("model.save_before_fit=maybe", "Value 'maybe' is not a valid bool"),
+        ("verify.resume=always", "expected one of [record, require]"),
         ("load_api=hub load_api.optimizer=rmsprop", "expected one of [adam, sgd]"),
     ],
 )
@@ -122,6 +125,8 @@ def test_schema_rejects_typos_and_types(override, text):
         ("continue_epochs=-1", "continue_epochs"),
         ("verify.tolerance=-1e-3", "verify.tolerance"),
         ("verify.probe_size=0", "verify.probe_size"),
+        ("verify.resume_steps=-1", "verify.resume_steps"),
+        ("verify.resume_tolerance=-1", "verify.resume_tolerance"),
         ("verbose=3", "verbose"),
         ("io_device=localhost", "io_device"),
         ("io_device=''", "io_device"),

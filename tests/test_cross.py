@@ -101,11 +101,23 @@ def test_load_from_a_previous_runs_artifact(saved_run, tmp_path):
     assert (run.data.tags["load_from"], run.data.tags["keras"]) == (
         f"runs:/{source_run}", "legacy")
 
+    assert r["resume"]["outcome"] == "n/a" and run.data.tags["resume"] == "n/a"
+
     # From the job's directory on disk, and training goes on.
     proc, r, _ = load_from(tmp_path, "from_disk", str(source_dir), "keras=legacy",
                            "load_api=hub")
     assert r["status"] == "passed", r["error"]
     assert r["max_abs_diff"] <= r["tolerance"] and len(r["history"]["continue"]["loss"]) == 1
+    assert (r["resume"]["outcome"], r["resume"]["cause"]) == ("drifted", "new optimizer")
+
+    # The resume check against the reference stored with the model, from MLflow: the same
+    # steps from the same stored state give exactly the drift the source job measured.
+    proc, r, _ = load_from(tmp_path, "resume_from_mlflow", f"runs:/{source_run}",
+                           "keras=legacy")
+    assert r["status"] == "passed", r["error"]
+    assert (r["resume"]["outcome"], r["resume"]["cause"]) == ("drifted", "iterations reset")
+    assert r["resume"]["max_abs_diff"] == source["resume"]["max_abs_diff"]
+    assert r["optimizer"]["saved"] == source["optimizer"]["saved"]
 
 
 def test_load_from_fails_on_what_does_not_verify(saved_run, tmp_path):

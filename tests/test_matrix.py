@@ -9,6 +9,11 @@ SAVE_APIS = ("keras", "saved_model", "keras_saved_model", "export")
 LOAD_APIS = ("keras", "saved_model", "hub", "tfsm_layer")
 
 PASSED = "passed"
+# A passed cell's resume check (runner.verify): exact, drifted with its cause, or n/a.
+EXACT = (PASSED, "exact", None)
+INFERENCE_ONLY = (PASSED, "n/a", None)
+NEW_OPTIMIZER = (PASSED, "drifted", "new optimizer")  # hub: a new model, a new Adam
+ITERATIONS_RESET = (PASSED, "drifted", "iterations reset")  # tf_keras SavedModel: Adam restarts
 NO_SAVEDMODEL = ("load", "OSError", "SavedModel file does not exist")
 NO_TFSMLAYER = ("load", "AttributeError", "has no attribute 'TFSMLayer'")
 KERAS3_LOADS_KERAS_FILES_ONLY = ("load", "ValueError", "File format not supported")
@@ -18,7 +23,7 @@ KERAS3_SAVE_NEEDS_EXTENSION = ("save", "ValueError", "Invalid filepath extension
 
 # (save_api, load_api) -> {keras generation: outcome}
 EXPECTED = {
-    ("keras", "keras"): {"v3": PASSED, "legacy": PASSED},
+    ("keras", "keras"): {"v3": EXACT, "legacy": EXACT},
     ("keras", "saved_model"): {"v3": NO_SAVEDMODEL, "legacy": NO_SAVEDMODEL},
     ("keras", "hub"): {"v3": NO_SAVEDMODEL, "legacy": NO_SAVEDMODEL},
     ("keras", "tfsm_layer"): {"v3": NO_SAVEDMODEL, "legacy": NO_TFSMLAYER},
@@ -26,19 +31,21 @@ EXPECTED = {
         "v3": KERAS3_LOADS_KERAS_FILES_ONLY,
         "legacy": ("load", "ValueError", "lacks the TF-Keras metadata"),
     },
-    ("saved_model", "saved_model"): {"v3": PASSED, "legacy": PASSED},
-    ("saved_model", "hub"): {"v3": NOT_CALLABLE_FOR_HUB, "legacy": PASSED},
+    ("saved_model", "saved_model"): {"v3": INFERENCE_ONLY, "legacy": INFERENCE_ONLY},
+    ("saved_model", "hub"): {"v3": NOT_CALLABLE_FOR_HUB, "legacy": NEW_OPTIMIZER},
     ("saved_model", "tfsm_layer"): {"v3": TFSM_ADAM_SCOPE, "legacy": NO_TFSMLAYER},
-    ("keras_saved_model", "keras"): {"v3": KERAS3_SAVE_NEEDS_EXTENSION, "legacy": PASSED},
-    ("keras_saved_model", "saved_model"): {"v3": KERAS3_SAVE_NEEDS_EXTENSION, "legacy": PASSED},
-    ("keras_saved_model", "hub"): {"v3": KERAS3_SAVE_NEEDS_EXTENSION, "legacy": PASSED},
+    ("keras_saved_model", "keras"): {"v3": KERAS3_SAVE_NEEDS_EXTENSION,
+                                     "legacy": ITERATIONS_RESET},
+    ("keras_saved_model", "saved_model"): {"v3": KERAS3_SAVE_NEEDS_EXTENSION,
+                                           "legacy": INFERENCE_ONLY},
+    ("keras_saved_model", "hub"): {"v3": KERAS3_SAVE_NEEDS_EXTENSION, "legacy": NEW_OPTIMIZER},
     ("keras_saved_model", "tfsm_layer"): {"v3": KERAS3_SAVE_NEEDS_EXTENSION,
                                           "legacy": NO_TFSMLAYER},
     ("export", "keras"): {
         "v3": KERAS3_LOADS_KERAS_FILES_ONLY,
         "legacy": ("load", "TypeError", "load_model returned a _UserObject, not a Keras model"),
     },
-    ("export", "saved_model"): {"v3": PASSED, "legacy": PASSED},
+    ("export", "saved_model"): {"v3": INFERENCE_ONLY, "legacy": INFERENCE_ONLY},
     ("export", "hub"): {"v3": NOT_CALLABLE_FOR_HUB, "legacy": NOT_CALLABLE_FOR_HUB},
     ("export", "tfsm_layer"): {"v3": TFSM_ADAM_SCOPE, "legacy": NO_TFSMLAYER},
 }
@@ -55,8 +62,18 @@ def test_every_load_api(run_sweep, save_api, keras):
         expected = EXPECTED[(save_api, r["load_api"])][keras]
         where = f"{save_api} -> {r['load_api']} under {keras}: {r['error']}"
         assert r["keras_module"] == ("tf_keras" if keras == "legacy" else "keras"), where
-        if expected == PASSED:
+        if expected[0] == PASSED:
+            _, resume, cause = expected
             assert r["status"] == "passed", where
+            assert (r["resume"]["outcome"], r["resume"]["cause"]) == (resume, cause), (
+                where, r["resume"])
+            if resume == "drifted":
+                assert r["resume"]["max_abs_diff"] > r["resume"]["tolerance"], where
+                assert r["resume"]["hint"], where
+            if cause == "iterations reset":  # measured, not guessed: Adam came back empty
+                saved, loaded = r["optimizer"]["saved"], r["optimizer"]["loaded"]
+                assert saved["iterations"] > 0 and loaded["iterations"] == 0, where
+                assert loaded["variables"] < saved["variables"], where
             assert r["error"] is None
             assert r["max_abs_diff"] <= r["tolerance"], where
             assert r["accuracy"]["after_load"] == r["accuracy"]["after_train"], where

@@ -7,6 +7,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 from conftest import FAST, PREPARE_MNIST, ROOT, read_result
 from hydra import compose, initialize_config_dir
@@ -29,17 +30,26 @@ def test_default_job_passes_and_keeps_the_contract(run_job, tmp_path):
     assert (r["strategy"], r["load_strategy"], r["keras"]) == ("default", "none", "v3")
     assert r["replicas"] == {"train": 1, "load": 1}
     assert set(r["accuracy"]) == {"after_train", "after_load", "after_continue"}
-    assert set(r["timings"]) == {"train_s", "save_s", "load_s", "continue_s"}
+    assert set(r["timings"]) == {"train_s", "save_s", "load_s", "continue_s", "resume_s"}
     assert r["accuracy"]["after_train"] > 0.5  # digits, one epoch: well above chance (0.1)
     assert r["max_abs_diff"] <= 1e-5
+    # Trained on: the loaded model, given the original's next 3 steps, gives its numbers.
+    assert r["resume"]["outcome"] == "exact" and r["resume"]["max_abs_diff"] <= 1e-5
+    assert (r["resume"]["steps"], r["resume"]["global_batch"]) == (3, 64)
+    assert r["optimizer"]["loaded"] == r["optimizer"]["saved"]
+    assert r["optimizer"]["saved"]["iterations"] > 0 and r["timings"]["resume_s"] > 0
     assert r["versions"]["tensorflow"].startswith("2.21")
     job = tmp_path / "run"
     assert Path(r["artifact"]) == job / "saved_model" / "model.keras" and r["artifact_bytes"] > 0
     assert {p.name for p in (job / "saved_model").iterdir()} == {
         "model.keras", "probe.npz", "saved_with.json"}
+    with np.load(job / "saved_model" / "probe.npz") as probe:  # the resume reference travels
+        assert probe["resume_images"].shape == (192, 28, 28, 1)
+        assert probe["resumed_logits"].shape == probe["logits"].shape
     # The one-line summary is what users see, and the log keeps it with the Keras output.
     summary = [ln for ln in proc.stdout.splitlines() if ln.startswith("PASSED ")]
     assert len(summary) == 1 and "save_api=keras" in summary[0]
+    assert "| resume exact |" in summary[0]
     assert summary[0] in (job / "job.log").read_text()
 
 
@@ -59,6 +69,31 @@ def test_mirrored_training_runs_two_replicas_on_logical_cpus(run_job):
     assert r["status"] == "passed", r["error"]
     assert r["replicas"] == {"train": 2, "load": 1}
     assert sum("CPU" in d for d in r["devices"]) == 2
+    # Trained on 2 replicas, resumed on 1 on the same global batches: the same numbers, up to
+    # the order in which the replicas' gradients are summed.
+    assert r["resume"]["outcome"] == "exact", r["resume"]
+    assert r["resume"]["global_batch"] == 128
+
+
+def test_resume_across_replicas_and_resave(run_job):
+    """Keras 3 .keras under mirrored on both sides: exact, every variable distributed, and a
+    second save -> load of the continued model computes what it computed."""
+    proc, r = run_job("strategy=mirrored", "load_strategy=mirrored", "verify.resave=true")
+    assert r["status"] == "passed", r["error"]
+    assert (r["resume"]["outcome"], r["resume"]["max_abs_diff"]) == ("exact", 0.0)
+    assert r["distributed_variables"] == "6/6"
+    assert r["resave"] == {"max_abs_diff": 0.0}
+
+
+def test_verify_resume_require_fails_a_drifting_job(run_job):
+    """tf_keras' SavedModel brings Adam back empty: recorded by default, a failure on demand."""
+    proc, r = run_job("keras=legacy", "save_api=keras_saved_model", "verify.resume=require")
+    assert proc.returncode == 1
+    assert (r["status"], r["error"]["phase"], r["error"]["type"]) == (
+        "failed", "resume", "ResumeDrift")
+    assert "iterations reset" in r["error"]["message"]
+    assert "0 loaded" in r["error"]["hint"]
+    assert r["accuracy"]["after_load"] is not None and r["accuracy"]["after_continue"] is None
 
 
 @pytest.mark.parametrize(
@@ -79,9 +114,19 @@ def test_mirrored_load_side(run_job, overrides, replicas):
     proc, r = run_job(*overrides)
     assert r["status"] == "passed", r["error"]
     assert r["replicas"] == replicas
+    # Loaded under MirroredStrategy, every variable is a distributed one.
+    assert r["distributed_variables"] == "6/6"
+    # A SavedModel saved under a strategy pins no device in its serving signature (default
+    # variable policy; save_api.variable_policy=save_variable_devices would).
+    assert r["pinned_devices"] == {"count": 0, "first": []}
     if r["load_api"] == "saved_model":
         # Distributed inference over the whole test set agrees with the plain loop.
         assert r["accuracy"]["after_continue"] == r["accuracy"]["after_load"]
+        assert r["resume"] == {"outcome": "n/a", "cause": None, "hint": None,
+                               "reason": "inference only: load_api=saved_model gives no "
+                                         "trainable model"}
+    else:  # hub: a new model around the loaded one, with a new optimizer
+        assert (r["resume"]["outcome"], r["resume"]["cause"]) == ("drifted", "new optimizer")
 
 
 def test_one_device_load_strategy(run_job):
@@ -99,9 +144,12 @@ def test_model_types(run_job, model, keras):
 
 
 def test_tfsm_layer_trains_with_sgd_under_keras3(run_job):
-    """The hint for TFSMLayer + Adam says SGD trains: measured here."""
+    """The hint for TFSMLayer + Adam says SGD trains: measured here. A new model and a new
+    optimizer by construction: training does not go on where it stopped."""
     proc, r = run_job("save_api=export", "load_api=tfsm_layer", "load_api.optimizer=sgd")
     assert r["status"] == "passed", r["error"]
+    assert (r["resume"]["outcome"], r["resume"]["cause"]) == ("drifted", "new optimizer")
+    assert r["optimizer"]["new_optimizer"] is True
 
 
 def test_io_device_is_applied_or_said_not_to_be(run_job):

@@ -87,3 +87,35 @@ def test_report_without_a_store_says_so_and_creates_nothing(tmp_path, capsys):
     assert report.main(["--store-dir", str(tmp_path / "none")]) == 1
     assert f"No MLflow store at {tmp_path / 'none'}" in capsys.readouterr().err
     assert not (tmp_path / "none").exists()
+
+
+def test_matrix_cells_tell_resume_exact_drifted_inference_only_and_failed():
+    def record(save_api, load_api, status="passed", resume=None, **error):
+        return {"save_api": save_api, "load_api": load_api, "status": status,
+                "resume": resume, **error}
+
+    records = [
+        record("keras", "keras", resume={"outcome": "exact", "max_abs_diff": 0.0}),
+        record("keras", "hub", resume={"outcome": "drifted", "max_abs_diff": 0.0091,
+                                       "cause": "new optimizer"}),
+        record("saved_model", "keras", resume={
+            "outcome": "n/a", "reason": "inference only: load_api=saved_model gives none"}),
+        record("saved_model", "hub", "failed", phase="load", type="OSError",
+               message="SavedModel file does not exist at: /tmp/x/saved_model/model.keras"),
+    ]
+    m = matrix.build(records)
+    assert matrix.to_markdown(m).splitlines()[2:] == [
+        "| keras | passed, resume exact | passed, resume drifted 9.1e-03 (new optimizer) |",
+        "| saved_model | passed, inference only | failed in load: OSError: SavedModel file does "
+        "not exist at: … |",
+    ]
+    # One colour per kind (green exact, amber drifted, blue inference only, red failed), and
+    # each cell's label names the cause in a word or two.
+    codes = [[matrix._code(m.cell(r, c)) for c in m.cols] for r in m.rows]
+    assert codes == [[5, 3], [4, 1]]
+    assert matrix._label(m.cell(("keras",), ("hub",))) == "drifted\nnew optimizer"
+    # The same record from a job's MLflow run (tags and metrics) gives the same cell.
+    tags = {"save_api": "keras", "load_api": "hub", "status": "passed", "resume": "drifted",
+            "resume_cause": "new optimizer"}
+    from_run = matrix.record_from_run(tags, {"resume_max_abs_diff": 0.0091})
+    assert matrix.outcome(from_run) == "passed, resume drifted 9.1e-03 (new optimizer)"
