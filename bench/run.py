@@ -11,7 +11,9 @@ machine does hits both sides alike, and reports medians and ratios:
 4. save and load: seconds and bytes per save_api, seconds per load_api;
 5. sweeps: an 8-job sweep with the basic launcher and with joblib n_jobs=2;
 6. speed options: each opt-in speed-up (`speed.*`) against the defaults, and whether it changed
-   any number.
+   any number;
+7. the resume check: a job with `verify.resume_steps=3` (the default) against the same job with
+   the check off, on one replica and on mirrored -> default with BatchNormalization.
 
 Writes bench.json and bench.md (with the machine's cores, memory and library versions) into
 --out (default bench/results). --smoke: tiny sizes and one pair, to keep the script working
@@ -182,6 +184,9 @@ SAVE_LOAD = [
     ("saved_model", "saved_model", "v3", []),
     ("export", "tfsm_layer", "v3", ["load_api.optimizer=sgd"]),
     ("keras_saved_model", "hub", "legacy", []),
+    ("checkpoint", "checkpoint", "v3", []),
+    ("weights", "weights", "v3", []),
+    ("weights", "weights", "legacy", []),
 ]
 
 
@@ -253,6 +258,29 @@ def speed_options(sizes: Sizes, work: Path) -> list[dict[str, Any]]:
     return rows
 
 
+# (name, overrides): the default job, and a multi-replica one with stateful layers.
+RESUME_JOBS = (("default", []),
+               ("mirrored->default, batchnorm",
+                ["strategy=mirrored", "load_strategy=default", "model.batchnorm=true"]))
+
+
+def resume_check(sizes: Sizes, work: Path) -> list[dict[str, Any]]:
+    """Whole-job seconds with the resume check (3 steps, the default) against without it."""
+    rows = []
+    for name, overrides in RESUME_JOBS:
+        job = [f"train.epochs={sizes.digits_epochs}", f"continue_epochs={sizes.digits_epochs}",
+               "mlflow.enabled=false", *overrides]
+        off, on = alternate(sizes.pairs,
+                            partial(_runner_s, work, f"resume-off-{name}",
+                                    [*job, "verify.resume_steps=0"]),
+                            partial(_runner_s, work, f"resume-on-{name}", job))
+        rows.append({"job": name, "check_off_s": median(off), "check_on_s": median(on),
+                     "extra_s": round(median(on) - median(off), 2),
+                     "ratio": round(median(on) / median(off), 3),
+                     "off_runs": off, "on_runs": on})
+    return rows
+
+
 def _runner_result(work: Path, name: str, overrides: list[str], i: int) -> dict[str, Any]:
     return runner_job(work, f"{name}-{i}", *overrides)[1]
 
@@ -263,7 +291,8 @@ def _numbers(result: dict[str, Any]) -> tuple:
 
 
 SECTIONS = {"overhead": overhead, "startup": startup, "throughput": throughput,
-            "save_load": save_load, "sweeps": sweeps, "speed_options": speed_options}
+            "save_load": save_load, "sweeps": sweeps, "speed_options": speed_options,
+            "resume_check": resume_check}
 
 
 # ---- the report --------------------------------------------------------------------------------

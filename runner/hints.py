@@ -54,6 +54,18 @@ KNOWN: list[tuple[str | None, tuple[str, ...], str]] = [
     (None, ("stopped sending heartbeats",),
      "another worker of the cluster died or hung: see its log (worker-<i>.log) and the "
      "'cluster:' note"),
+    ("load", ("CheckpointIncomplete", "outside tf.train.Checkpoint's object graph"),
+     "measured: tf.train.Checkpoint reaches none of a Keras 3 subclassed model's layers; the "
+     "trainable variables are saved only because the optimizer tracks them, so "
+     "BatchNormalization's moving statistics are lost. Use save_api=keras or weights (Keras' own "
+     "formats), or a Sequential/functional model"),
+    ("load", ("not bound to checkpointed values",),
+     "the checkpoint and the model built afresh to restore it do not match (another model or "
+     "model.batchnorm; a checkpoint without the optimizer; tf.train.Checkpoint(model=...) read "
+     "by load_weights, or the reverse): TensorFlow lists the objects that found no value"),
+    ("load", ("Unresolved object in checkpoint",),
+     "the checkpoint holds values the model built afresh has no place for (another model or "
+     "model.batchnorm, or a checkpoint written by another API): TensorFlow lists them"),
     ("load", ("KeyError", "serving_default"),
      "the SavedModel has no serving_default signature: a subclassed model saved before it "
      "traced a call (the seed's caveat), or one with several inputs (tensorflow#69307)"),

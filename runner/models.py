@@ -1,24 +1,42 @@
-"""The seed's CNN in three forms: Sequential, functional, and a Model subclass."""
+"""The seed's CNN in three forms: Sequential, functional, and a Model subclass; optionally with
+stateful layers (BatchNormalization, whose moving statistics are sync-on-read variables under a
+multi-replica strategy, and Dropout, which draws random numbers while training)."""
 
 from __future__ import annotations
+
+from typing import Any
 
 import tensorflow as tf
 
 INPUT_SHAPE = (28, 28, 1)
 
 
-def build(name: str) -> tf.keras.Model:
+def build(name: str, batchnorm: bool = False, dropout: float = 0.0) -> tf.keras.Model:
     if name == "sequential":
-        return tf.keras.Sequential([tf.keras.Input(INPUT_SHAPE), *_layers()])
+        return tf.keras.Sequential([tf.keras.Input(INPUT_SHAPE), *_layers(batchnorm, dropout)])
     if name == "functional":
         inputs = tf.keras.Input(INPUT_SHAPE)
         x = inputs
-        for layer in _layers():
+        for layer in _layers(batchnorm, dropout):
             x = layer(x)
         return tf.keras.Model(inputs, x)
     if name == "subclassed":
-        return SubclassedCNN()
+        return SubclassedCNN(batchnorm=batchnorm, dropout=dropout)
     raise ValueError(f"unknown model {name!r}")
+
+
+def build_from(options: Any) -> tf.keras.Model:
+    """build() from a `model` config group or the dict saved_with.json keeps of it."""
+    get = options.get
+    return build(get("name"), bool(get("batchnorm", False)), float(get("dropout", 0.0) or 0.0))
+
+
+def build_variables(model: tf.keras.Model) -> None:
+    """Create the model's and its optimizer's variables now (a subclassed model has none until
+    called, an optimizer's slots none until its first step), so that a restore can match them
+    all at once."""
+    model(tf.zeros((1, *INPUT_SHAPE)), training=False)
+    model.optimizer.build(model.trainable_variables)
 
 
 def compile_model(model: tf.keras.Model, optimizer: str = "adam",
@@ -33,12 +51,14 @@ def compile_model(model: tf.keras.Model, optimizer: str = "adam",
     )
 
 
-def _layers() -> list[tf.keras.layers.Layer]:
+def _layers(batchnorm: bool = False, dropout: float = 0.0) -> list[tf.keras.layers.Layer]:
     return [
         tf.keras.layers.Conv2D(32, 3, activation="relu"),
+        *([tf.keras.layers.BatchNormalization()] if batchnorm else []),
         tf.keras.layers.MaxPooling2D(),
         tf.keras.layers.Flatten(),
         tf.keras.layers.Dense(64, activation="relu"),
+        *([tf.keras.layers.Dropout(dropout)] if dropout else []),
         tf.keras.layers.Dense(10),
     ]
 
@@ -48,15 +68,19 @@ def _layers() -> list[tf.keras.layers.Layer]:
 class SubclassedCNN(tf.keras.Model):
     """The same network as a Model subclass: no input shape until it is first called."""
 
-    def __init__(self, **kwargs):
+    def __init__(self, batchnorm: bool = False, dropout: float = 0.0, **kwargs):
         super().__init__(**kwargs)
-        self.stack = _layers()
+        self.batchnorm, self.dropout = batchnorm, dropout
+        self.stack = _layers(batchnorm, dropout)
 
-    def call(self, inputs):
+    def call(self, inputs, training=None):
         x = inputs
         for layer in self.stack:
-            x = layer(x)
+            x = layer(x, training=training)
         return x
+
+    def get_config(self):  # so that load_model rebuilds it with the same layers
+        return {**super().get_config(), "batchnorm": self.batchnorm, "dropout": self.dropout}
 
 
 def predictor(model: tf.keras.Model):

@@ -1,8 +1,10 @@
-"""The four save APIs and the four load APIs, one function each.
+"""The save APIs and the load APIs, one function each.
 
-Every function is a plain call of the public API the seed tutorial shows. `io_device` goes into
-SaveOptions/LoadOptions where the API takes options; where it takes none, the returned note says
-so instead of dropping it silently.
+Every function is a plain call of the public API the seed tutorial shows (plus the two paths
+users resume training with: tf.train.Checkpoint and Model.save_weights). `io_device` goes into
+SaveOptions/LoadOptions/CheckpointOptions where the API takes options, and `variable_policy` into
+SaveOptions(experimental_variable_policy=...); where an API takes none, the returned note says so
+instead of dropping it silently.
 """
 
 from __future__ import annotations
@@ -32,43 +34,91 @@ SAVED_WITH_FILE = "saved_with.json"  # the choices and versions that produced th
 
 # ---- save ------------------------------------------------------------------------------------
 
-def save_keras(model: tf.keras.Model, out: Path, io_device: str | None) -> tuple[Path, list[str]]:
+# Each takes (model, folder, io_device, variable_policy) and returns (path, notes).
+
+def save_keras(model: tf.keras.Model, out: Path, io_device: str | None,
+               variable_policy: str | None = None) -> tuple[Path, list[str]]:
     """Model.save to the .keras zip archive."""
     path = out / "model.keras"
     model.save(path)
-    return path, _not_applied(io_device, "Model.save to a .keras file takes no SaveOptions")
+    return path, _no_options(io_device, variable_policy, "Model.save to a .keras file")
 
 
-def save_saved_model(model: tf.keras.Model, out: Path, io_device: str | None):
+def save_saved_model(model: Any, out: Path, io_device: str | None,
+                     variable_policy: str | None = None) -> tuple[Path, list[str]]:
     """tf.saved_model.save: the low-level API."""
     path = out / "model"
-    tf.saved_model.save(model, str(path), options=_save_options(io_device))
+    tf.saved_model.save(model, str(path), options=_save_options(io_device, variable_policy))
     return path, []
 
 
-def save_keras_saved_model(model: tf.keras.Model, out: Path, io_device: str | None):
+def save_keras_saved_model(model: tf.keras.Model, out: Path, io_device: str | None,
+                           variable_policy: str | None = None) -> tuple[Path, list[str]]:
     """Model.save to a directory: Keras writes a SavedModel (the seed's mixed-API case)."""
     path = out / "model"
-    if io_device is None:
+    if io_device is None and variable_policy is None:
         model.save(str(path))
     else:
-        model.save(str(path), options=_save_options(io_device))
+        model.save(str(path), options=_save_options(io_device, variable_policy))
     return path, []
 
 
-def save_export(model: tf.keras.Model, out: Path, io_device: str | None):
+def save_export(model: tf.keras.Model, out: Path, io_device: str | None,
+                variable_policy: str | None = None) -> tuple[Path, list[str]]:
     """Model.export: an inference SavedModel with a serving_default endpoint."""
     path = out / "model"
     model.export(str(path))
-    return path, _not_applied(io_device, "Model.export takes no SaveOptions")
+    return path, _no_options(io_device, variable_policy, "Model.export")
 
+
+def save_checkpoint(model: tf.keras.Model, out: Path, io_device: str | None,
+                    variable_policy: str | None = None) -> tuple[Path, list[str]]:
+    """tf.train.Checkpoint(model, optimizer) through a CheckpointManager: the model's and the
+    optimizer's variables, no graph; what users resume training from."""
+    path = out / "model"
+    checkpoint = tf.train.Checkpoint(model=model, optimizer=model.optimizer)
+    manager = tf.train.CheckpointManager(checkpoint, str(path), max_to_keep=1)
+    manager.save(options=tf.train.CheckpointOptions(experimental_io_device=io_device))
+    notes = _not_applied(variable_policy, "save_api.variable_policy",
+                         "tf.train.CheckpointOptions has no variable policy")
+    unreached = verify.unreached_variables(checkpoint, model.variables)
+    if unreached:
+        notes.append(f"tf.train.Checkpoint does not reach {len(unreached)} of the model's "
+                     f"variables, so they were not saved: {', '.join(unreached)}")
+    return path, notes
+
+
+def save_weights(model: tf.keras.Model, out: Path, io_device: str | None,
+                 variable_policy: str | None = None) -> tuple[Path, list[str]]:
+    """Model.save_weights in the generation's own default format: Keras 3 `.weights.h5`;
+    tf_keras a TensorFlow checkpoint (model/weights.index and .data-*)."""
+    if runtime.keras_generation() == "keras":
+        path = out / "model.weights.h5"
+        model.save_weights(str(path))
+        written = (f"{WEIGHTS_FORMAT_NOTE}h5: Keras 3's .weights.h5 (HDF5): the layers' "
+                   "variables and, for a compiled model, the optimizer's")
+    else:
+        path = out / "model"
+        path.mkdir()
+        model.save_weights(str(path / "weights"))
+        written = (f"{WEIGHTS_FORMAT_NOTE}tf: tf_keras' default TensorFlow checkpoint "
+                   "(model/weights.index, .data-*): the model's object graph, its optimizer "
+                   "included")
+    return path, [written, *_no_options(io_device, variable_policy, "Model.save_weights")]
+
+
+WEIGHTS_FORMAT_NOTE = "save_weights format: "
 
 SAVERS: dict[str, Callable[..., tuple[Path, list[str]]]] = {
     "keras": save_keras,
     "saved_model": save_saved_model,
     "keras_saved_model": save_keras_saved_model,
     "export": save_export,
+    "checkpoint": save_checkpoint,
+    "weights": save_weights,
 }
+# The save APIs that write a SavedModel, and so take SaveOptions' variable policy.
+SAVED_MODEL_APIS = ("saved_model", "keras_saved_model", "export")
 
 
 # ---- load ------------------------------------------------------------------------------------
@@ -84,7 +134,8 @@ class Loaded:
     new_optimizer: bool = False  # a new model compiled around what was loaded (hub, tfsm_layer)
 
 
-def load_keras(path: Path, io_device: str | None, options: Any) -> Loaded:
+def load_keras(path: Path, io_device: str | None, options: Any,
+               saved_with: Mapping[str, Any]) -> Loaded:
     """tf.keras.models.load_model: a compiled Keras model, trainable as it is."""
     if io_device is not None and runtime.keras_generation() == "tf_keras":
         model = tf.keras.models.load_model(str(path), options=_load_options(io_device))
@@ -92,21 +143,23 @@ def load_keras(path: Path, io_device: str | None, options: Any) -> Loaded:
                                           "directories only, not for .keras files"]
     else:
         model = tf.keras.models.load_model(str(path))
-        notes = _not_applied(io_device, "Keras 3 load_model takes no LoadOptions")
+        notes = _not_applied(io_device, "io_device", "Keras 3 load_model takes no LoadOptions")
     if not isinstance(model, tf.keras.Model):
         # tf_keras falls back to a plain restored object when the SavedModel has no Keras metadata.
         raise TypeError(f"load_model returned a {type(model).__name__}, not a Keras model")
     return Loaded(predict=models.predictor(model), model=model, notes=notes)
 
 
-def load_saved_model(path: Path, io_device: str | None, options: Any) -> Loaded:
+def load_saved_model(path: Path, io_device: str | None, options: Any,
+                     saved_with: Mapping[str, Any]) -> Loaded:
     """tf.saved_model.load + signatures['serving_default']: inference only."""
     loaded = tf.saved_model.load(str(path), options=_load_options(io_device))
     serve = loaded.signatures[SERVING_KEY]
     return Loaded(predict=lambda x: single_output(serve(x)), keep_alive=loaded)
 
 
-def load_hub(path: Path, io_device: str | None, options: Any) -> Loaded:
+def load_hub(path: Path, io_device: str | None, options: Any,
+             saved_with: Mapping[str, Any]) -> Loaded:
     """hub.KerasLayer(tf.saved_model.load(dir), trainable=True) in a new model, as the seed does."""
     import tensorflow_hub as hub
 
@@ -119,22 +172,80 @@ def load_hub(path: Path, io_device: str | None, options: Any) -> Loaded:
                   new_optimizer=True)
 
 
-def load_tfsm_layer(path: Path, io_device: str | None, options: Any) -> Loaded:
+def load_tfsm_layer(path: Path, io_device: str | None, options: Any,
+                    saved_with: Mapping[str, Any]) -> Loaded:
     """keras.layers.TFSMLayer(dir, trainable=True) in a new model: Keras 3's hub.KerasLayer."""
     layer = tf.keras.layers.TFSMLayer(str(path), call_endpoint=SERVING_KEY, trainable=True)
     inputs = tf.keras.layers.Input(shape=models.INPUT_SHAPE)
     model = tf.keras.Model(inputs, single_output(layer(inputs)))
     models.compile_model(model, options.optimizer)
-    notes = _not_applied(io_device, "TFSMLayer takes no LoadOptions")
+    notes = _not_applied(io_device, "io_device", "TFSMLayer takes no LoadOptions")
     return Loaded(predict=models.predictor(model), model=model, notes=notes, new_optimizer=True)
 
 
-# Each takes (path, io_device, the load_api group's options).
-LOADERS: dict[str, Callable[[Path, str | None, Any], Loaded]] = {
+def load_checkpoint(path: Path, io_device: str | None, options: Any,
+                    saved_with: Mapping[str, Any]) -> Loaded:
+    """The same model built afresh (saved_with.json says which) and compiled, its variables and
+    its optimizer's slots created, then tf.train.Checkpoint.restore. assert_consumed: every
+    value in the checkpoint was used and every variable restored, or TensorFlow's list of those
+    that were not."""
+    model = fresh_model(saved_with)
+    checkpoint = tf.train.Checkpoint(model=model, optimizer=model.optimizer)
+    prefix = tf.train.latest_checkpoint(str(path)) if path.is_dir() else str(path)
+    if prefix is None:
+        raise ArtifactError(f"{path} holds no checkpoint (no 'checkpoint' file naming one)")
+    status = checkpoint.restore(
+        prefix, options=tf.train.CheckpointOptions(experimental_io_device=io_device))
+    status.assert_consumed()
+    unreached = verify.unreached_variables(checkpoint, model.variables)
+    if unreached:
+        raise CheckpointIncomplete(
+            f"{len(unreached)} of the model's variables are outside tf.train.Checkpoint's object "
+            f"graph, so they were neither saved nor restored (assert_consumed cannot see them): "
+            f"{', '.join(unreached)}")
+    return Loaded(predict=models.predictor(model), model=model)
+
+
+class CheckpointIncomplete(AssertionError):
+    """Variables of the model that a tf.train.Checkpoint of it does not reach."""
+
+
+def load_weights(path: Path, io_device: str | None, options: Any,
+                 saved_with: Mapping[str, Any]) -> Loaded:
+    """The same model built afresh and compiled, then Model.load_weights: a `.weights.h5`
+    file, or a TensorFlow checkpoint folder (tf_keras' default save_weights format)."""
+    model = fresh_model(saved_with)
+    if path.is_dir():
+        status = model.load_weights(tf.train.latest_checkpoint(str(path)) or str(path / "weights"))
+        # tf_keras restores a TensorFlow checkpoint by matching object graphs, silently skipping
+        # what does not match (e.g. a tf.train.Checkpoint whose root is not the model):
+        # TensorFlow's own list of the model's objects that found no value.
+        if status is not None:
+            status.assert_existing_objects_matched()
+    else:
+        model.load_weights(str(path))
+    return Loaded(predict=models.predictor(model), model=model,
+                  notes=_not_applied(io_device, "io_device", "Model.load_weights takes no "
+                                                             "LoadOptions"))
+
+
+def fresh_model(saved_with: Mapping[str, Any]) -> tf.keras.Model:
+    """The model saved_with.json describes, built and compiled as the train side did, with every
+    variable (its optimizer's slots included) created, ready to be restored into."""
+    model = models.build_from(saved_with.get("model_options") or {"name": saved_with["model"]})
+    models.compile_model(model)
+    models.build_variables(model)
+    return model
+
+
+# Each takes (path, io_device, the load_api group's options, the model's saved_with.json).
+LOADERS: dict[str, Callable[[Path, str | None, Any, Mapping[str, Any]], Loaded]] = {
     "keras": load_keras,
     "saved_model": load_saved_model,
     "hub": load_hub,
     "tfsm_layer": load_tfsm_layer,
+    "checkpoint": load_checkpoint,
+    "weights": load_weights,
 }
 
 
@@ -230,8 +341,21 @@ def check_model(path: Path) -> None:
     if not path.exists():
         raise ArtifactError(f"{path} does not exist")
     if path.is_dir():
+        if (path / "checkpoint").is_file():  # tf.train.Checkpoint, tf_keras save_weights
+            prefix = tf.train.latest_checkpoint(str(path))
+            if prefix is None or not Path(prefix + ".index").is_file():
+                raise ArtifactError(f"{path} is an incomplete checkpoint: its 'checkpoint' file "
+                                    "names no checkpoint whose .index exists")
+            return
         if not any((path / name).is_file() for name in ("saved_model.pb", "saved_model.pbtxt")):
-            raise ArtifactError(f"{path} is not a SavedModel directory: no saved_model.pb")
+            raise ArtifactError(f"{path} is not a SavedModel directory (no saved_model.pb) "
+                                "nor a checkpoint (no 'checkpoint' file)")
+        return
+    if path.suffix == ".h5":
+        with open(path, "rb") as f:
+            if f.read(8) != b"\x89HDF\r\n\x1a\n":
+                raise ArtifactError(f"{path} is not an HDF5 file: truncated, or a file of "
+                                    "another format")
         return
     if path.suffix == ".keras":
         if not zipfile.is_zipfile(path):
@@ -262,13 +386,21 @@ def artifact_bytes(path: Path) -> int:
     return sum(p.stat().st_size for p in path.rglob("*") if p.is_file())
 
 
-def _save_options(io_device: str | None) -> tf.saved_model.SaveOptions:
-    return tf.saved_model.SaveOptions(experimental_io_device=io_device)
+def _save_options(io_device: str | None,
+                  variable_policy: str | None = None) -> tf.saved_model.SaveOptions:
+    return tf.saved_model.SaveOptions(experimental_io_device=io_device,
+                                      experimental_variable_policy=variable_policy)
 
 
 def _load_options(io_device: str | None) -> tf.saved_model.LoadOptions:
     return tf.saved_model.LoadOptions(experimental_io_device=io_device)
 
 
-def _not_applied(io_device: str | None, why: str) -> list[str]:
-    return [] if io_device is None else [f"io_device={io_device} not applied: {why}"]
+def _not_applied(value: str | None, key: str, why: str) -> list[str]:
+    return [] if value is None else [f"{key}={value} not applied: {why}"]
+
+
+def _no_options(io_device: str | None, variable_policy: str | None, api: str) -> list[str]:
+    return [*_not_applied(io_device, "io_device", f"{api} takes no SaveOptions"),
+            *_not_applied(variable_policy, "save_api.variable_policy",
+                          f"{api} takes no SaveOptions")]

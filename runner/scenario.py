@@ -72,12 +72,16 @@ def train_side(cfg: Any, out: Path, result: dict[str, Any], phase: Callable) -> 
         result["optimizer"]["saved"] = verify.optimizer_state(model)
         result["random_layers"] = verify.random_layers(model)
     with save_load.staged(out) as staging, phase("save"):
-        with timed(result, "save_s"):
-            path, notes = SAVERS[cfg.save_api.name](model, staging, cfg.io_device)
-        if (staging / path.name).is_dir():  # a SavedModel: does its graph pin devices?
+        # save_api.in_scope: inside the training strategy's scope (the seed saves outside it).
+        scope = strategy.scope() if cfg.save_api.in_scope else contextlib.nullcontext()
+        with timed(result, "save_s"), scope:
+            path, notes = SAVERS[cfg.save_api.name](model, staging, cfg.io_device,
+                                                    cfg.save_api.variable_policy)
+        if (staging / path.name / "saved_model.pb").is_file():  # does its graph pin devices?
             result["pinned_devices"] = verify.pinned_devices(staging / path.name)
         path = out / save_load.FOLDER / path.name  # where it is once complete
-        save_load.write_stored(staging, data.probe, saved_logits, saved_with(cfg, path, result))
+        save_load.write_stored(staging, data.probe, saved_logits,
+                               saved_with(cfg, path, result, model))
         result["artifact"] = str(path)
         result["artifact_bytes"] = artifact_bytes(staging / path.name)
         result["notes"] += notes
@@ -108,7 +112,7 @@ def load_side(cfg: Any, out: Path, result: dict[str, Any], phase: Callable) -> N
         record_cluster(load_strategy, result)
         result["load_keras_module"] = runtime.keras_generation()
         with timed(result, "load_s"):
-            loaded = load(stored.model, cfg, load_strategy)
+            loaded = load(stored.model, cfg, load_strategy, stored.saved_with)
         result["notes"] += loaded.notes
         record_loaded(loaded, stored, load_strategy, result)
     with phase("data"):
@@ -123,7 +127,7 @@ def load_side(cfg: Any, out: Path, result: dict[str, Any], phase: Callable) -> N
         if result["resume"]["outcome"] == verify.ERROR:
             # A failed step can leave the model and its optimizer half-built: continue from a
             # fresh load, so that continuing meets what it would have met without the check.
-            loaded = load(stored.model, cfg, load_strategy)
+            loaded = load(stored.model, cfg, load_strategy, stored.saved_with)
             result["notes"].append("resume check failed: the model was loaded again before "
                                    "continuing")
     if (result["resume"]["outcome"] in (verify.DRIFTED, verify.ERROR)
@@ -141,7 +145,7 @@ def load_side(cfg: Any, out: Path, result: dict[str, Any], phase: Callable) -> N
     if cfg.verify.resave:
         with phase("resave"):
             result["resave"] = resave(loaded, result["save_api"], cfg, load_strategy,
-                                      stored.probe)
+                                      stored.probe, stored.saved_with)
 
 
 # ---- steps -----------------------------------------------------------------------------------
@@ -149,7 +153,7 @@ def load_side(cfg: Any, out: Path, result: dict[str, Any], phase: Callable) -> N
 def build_model(cfg: Any, strategy: tf.distribute.Strategy) -> tf.keras.Model:
     """Build and compile inside the training strategy's scope, as the seed's get_model does."""
     with strategy.scope():
-        model = models.build(cfg.model.name)
+        model = models.build(cfg.model.name, cfg.model.batchnorm, cfg.model.dropout)
         models.compile_model(model, jit_compile=cfg.speed.jit_compile)
     return model
 
@@ -172,7 +176,7 @@ def save_before_fit(model: tf.keras.Model, save_api: str, out: Path) -> dict[str
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         try:
-            path, _ = SAVERS[save_api](model, target, None)
+            path, _ = SAVERS[save_api](model, target, None, None)
         except Exception as e:
             report["save_error"] = f"{type(e).__name__}: {e}"
         else:
@@ -196,10 +200,16 @@ def record_cluster(strategy: tf.distribute.Strategy | None, result: dict[str, An
                              "task": f"{resolver.task_type}:{resolver.task_id}", "spec": spec}
 
 
-def saved_with(cfg: Any, path: Path, result: dict[str, Any]) -> dict[str, Any]:
+def saved_with(cfg: Any, path: Path, result: dict[str, Any],
+               model: tf.keras.Model) -> dict[str, Any]:
     """What produced the model: a later `load_from` job reports these as its train side."""
     return {
         **{group: cfg[group].name for group in results.TRAIN_SIDE},
+        # What load_api=checkpoint/weights build afresh to restore into.
+        "model_options": {"name": cfg.model.name, "batchnorm": cfg.model.batchnorm,
+                          "dropout": cfg.model.dropout},
+        "save_api_options": {"in_scope": cfg.save_api.in_scope,
+                             "variable_policy": cfg.save_api.variable_policy},
         "data": cfg.data.name,
         "keras_module": result["keras_module"],
         "replicas": result["replicas"]["train"],
@@ -207,6 +217,7 @@ def saved_with(cfg: Any, path: Path, result: dict[str, Any]) -> dict[str, Any]:
         "seed": cfg.seed,
         "optimizer": result["optimizer"]["saved"],
         "random_layers": result["random_layers"],
+        "batchnorm_layers": verify.batchnorm_layers(model),
         "pinned_devices": result["pinned_devices"],
         "versions": result["versions"],
         "output_dir": result["output_dir"],
@@ -241,11 +252,12 @@ def _is_uri(location: str) -> bool:
     return re.match(r"^[A-Za-z][\w+.-]*:/", location) is not None
 
 
-def load(path: Path, cfg: Any, strategy: tf.distribute.Strategy | None) -> Loaded:
+def load(path: Path, cfg: Any, strategy: tf.distribute.Strategy | None,
+         saved_with: dict[str, Any]) -> Loaded:
     """Load with the chosen API inside the load-side strategy's scope (none: no scope)."""
     scope = strategy.scope() if strategy is not None else contextlib.nullcontext()
     with scope:
-        return LOADERS[cfg.load_api.name](path, cfg.io_device, cfg.load_api)
+        return LOADERS[cfg.load_api.name](path, cfg.io_device, cfg.load_api, saved_with)
 
 
 def verify_logits(loaded: Loaded, probe: np.ndarray, saved_logits: np.ndarray,
@@ -294,7 +306,6 @@ def check_resume(loaded: Loaded, stored: Stored, cfg: Any,
         why_no_model=f"inference only: load_api={cfg.load_api.name} gives no trainable model")
     outcome["cause"], outcome["hint"] = verify.explain(
         outcome, stored.saved_with, result["optimizer"]["loaded"], loaded.new_optimizer,
-        stored.saved_with.get("random_layers") or [],
         (stored.saved_with.get("replicas"), result["replicas"]["load"]))
     if outcome.get("seconds") is not None:
         result["timings"]["resume_s"] = round(
@@ -312,14 +323,14 @@ def resume_message(outcome: dict[str, Any]) -> str:
 
 
 def resave(loaded: Loaded, save_api: str, cfg: Any, strategy: tf.distribute.Strategy | None,
-           probe: np.ndarray) -> dict[str, Any]:
+           probe: np.ndarray, saved_with: dict[str, Any]) -> dict[str, Any]:
     """Save the continued model again with the same save API, load it with the same load API:
     how far its probe logits move (save -> load -> save -> load). A failure is recorded."""
     target = Path(tempfile.mkdtemp(prefix="runner-resave-"))
     try:
         subject = loaded.model if loaded.model is not None else loaded.keep_alive
-        path, _ = SAVERS[save_api](subject, target, cfg.io_device)
-        again = load(path, cfg, strategy)
+        path, _ = SAVERS[save_api](subject, target, cfg.io_device, cfg.save_api.variable_policy)
+        again = load(path, cfg, strategy, saved_with)
         before = np.asarray(loaded.predict(tf.constant(probe)))
         return {"max_abs_diff": verify.max_abs_diff(
             np.asarray(again.predict(tf.constant(probe))), before)}

@@ -76,6 +76,10 @@ class SlurmCluster:
 @dataclass
 class SaveApi:
     name: str = MISSING
+    in_scope: bool = False  # call the save API inside the training strategy's scope
+    # SaveOptions(experimental_variable_policy=...) for the SavedModel save APIs: null,
+    # expand_distributed_variables or save_variable_devices.
+    variable_policy: str | None = None
 
 
 @dataclass
@@ -95,6 +99,8 @@ class RetrainingLoadApi:
 class Model:
     name: str = MISSING
     save_before_fit: bool = False
+    batchnorm: bool = False  # BatchNormalization after the convolution
+    dropout: float = 0.0  # a Dropout layer of this rate after the hidden Dense; 0: none
 
 
 @dataclass
@@ -200,9 +206,10 @@ OPTION_SCHEMAS: dict[str, dict[str, type]] = {
                       "one_device": OneDeviceStrategy, "mirrored": MirroredStrategy,
                       "multi_worker_mirrored": MultiWorkerMirroredStrategy},
     "cluster": {"local": LocalCluster, "tf_config": TfConfigCluster, "slurm": SlurmCluster},
-    "save_api": dict.fromkeys(("keras", "saved_model", "keras_saved_model", "export"), SaveApi),
+    "save_api": dict.fromkeys(("keras", "saved_model", "keras_saved_model", "export",
+                               "checkpoint", "weights"), SaveApi),
     "load_api": {"keras": LoadApi, "saved_model": LoadApi, "hub": RetrainingLoadApi,
-                 "tfsm_layer": RetrainingLoadApi},
+                 "tfsm_layer": RetrainingLoadApi, "checkpoint": LoadApi, "weights": LoadApi},
     "model": dict.fromkeys(("sequential", "functional", "subclassed"), Model),
     "data": {"digits": Digits, "mnist": Mnist, "synthetic": Synthetic},
     "keras": dict.fromkeys(("v3", "legacy"), Keras),
@@ -265,6 +272,10 @@ _RANGES: list[tuple[str, Any, str]] = [
     ("verify.resume_steps", lambda v: v >= 0, "an integer >= 0 (0: no resume check)"),
     ("verify.resume_tolerance", lambda v: v >= 0, "a number >= 0"),
     ("data.shuffle_buffer", lambda v: v >= 1, "an integer >= 1"),
+    ("model.dropout", lambda v: 0 <= v < 1, "a rate in [0, 1)"),
+    ("save_api.variable_policy",
+     lambda v: v in (None, "expand_distributed_variables", "save_variable_devices"),
+     "null, expand_distributed_variables or save_variable_devices"),
     ("data.test_fraction", lambda v: v is None or 0 < v < 1, "a number in (0, 1)"),
     ("data.n_train", lambda v: v is None or v >= 1, "an integer >= 1"),
     ("data.n_test", lambda v: v is None or v >= 1, "an integer >= 1"),

@@ -106,8 +106,7 @@ def resume(model: tf.keras.Model | None, predict: Callable[[Any], Any], ref: Ref
 
 
 def explain(outcome: dict[str, Any], saved: Mapping[str, Any], loaded: Mapping[str, Any] | None,
-            new_optimizer: bool, random_layers: list[str], replicas: tuple[Any, Any],
-            ) -> tuple[str | None, str | None]:
+            new_optimizer: bool, replicas: tuple[Any, Any]) -> tuple[str | None, str | None]:
     """A drift's (or a failed step's) cause in a word or two, and a hint, from what was
     measured (not guessed)."""
     if outcome.get("outcome") not in (DRIFTED, ERROR):
@@ -135,6 +134,7 @@ def explain(outcome: dict[str, Any], saved: Mapping[str, Any], loaded: Mapping[s
         return "slots missing", (
             f"the loaded optimizer has {loaded.get('variables')} variables, the saved one had "
             f"{saved_opt.get('variables')}: its slots (e.g. Adam's moments) were not restored")
+    random_layers = saved.get("random_layers") or []
     if random_layers:
         return "random layers", (
             f"{', '.join(random_layers)} draw random numbers while training; after loading "
@@ -142,6 +142,13 @@ def explain(outcome: dict[str, Any], saved: Mapping[str, Any], loaded: Mapping[s
             "even from the same seed")
     if uneven:
         return "uneven split", _uneven_hint(batch, load_replicas)
+    if replicas[0] != replicas[1] and saved.get("batchnorm_layers"):
+        return "per-replica batchnorm", (
+            f"{', '.join(saved['batchnorm_layers'])} normalize each replica's share of the "
+            f"global batch (synchronized=False, the default): trained on {replicas[0]} "
+            f"replica(s), each saw {batch // replicas[0]} examples a step; resumed on "
+            f"{replicas[1]}, {batch // replicas[1]}: other batch statistics, other steps. "
+            "The same replica count resumes exactly")
     if replicas[0] != replicas[1]:
         return "replica count", (
             f"trained on {replicas[0]} replica(s), resumed on {replicas[1]}: gradients are "
@@ -179,6 +186,13 @@ def random_layers(model: tf.keras.Model) -> list[str]:
     return found
 
 
+def batchnorm_layers(model: tf.keras.Model) -> list[str]:
+    """The BatchNormalization layers whose batch statistics are each replica's own."""
+    return [layer.name for layer in _layers(model)
+            if type(layer).__name__ == "BatchNormalization"
+            and not getattr(layer, "synchronized", False)]
+
+
 def _layers(model: Any) -> list[Any]:
     if hasattr(model, "_flatten_layers"):  # tf_keras and Keras 3: every nested layer
         return list(model._flatten_layers(include_self=False))
@@ -205,6 +219,20 @@ def loaded_variables(model: tf.keras.Model | None, keep_alive: Any,
     if key in signatures:
         return list(signatures[key].variables)
     return list(getattr(keep_alive, "variables", []))
+
+
+def unreached_variables(root: Any, variables: list[Any]) -> list[str]:
+    """The variables tf.train.Checkpoint's object graph from `root` does not reach: it neither
+    saves nor restores them, and assert_consumed cannot name them (measured: it reaches none of
+    a Keras 3 subclassed model's layers; only what the optimizer tracks, the trainable
+    variables)."""
+    reached = {id(t) for t in tf.train.TrackableView(root).descendants()}
+
+    def inner(v: Any) -> Any:
+        return v.value if isinstance(getattr(type(v), "value", None), property) else v
+
+    return [getattr(v, "path", None) or v.name for v in variables
+            if id(v) not in reached and id(inner(v)) not in reached]
 
 
 def pinned_devices(saved_model_dir: Path, key: str = "serving_default",

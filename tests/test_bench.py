@@ -8,7 +8,8 @@ import sys
 
 from conftest import ROOT
 
-SECTIONS = {"overhead", "startup", "throughput", "save_load", "sweeps", "speed_options"}
+SECTIONS = {"overhead", "startup", "throughput", "save_load", "sweeps", "speed_options",
+            "resume_check"}
 
 
 def test_bench_smoke_runs_every_section(tmp_path):
@@ -29,8 +30,12 @@ def test_bench_smoke_runs_every_section(tmp_path):
     assert all(row["plain_fit_examples_per_s"] > 0 and row["runner_examples_per_s"] > 0
                for row in sections["throughput"])
     assert {row["save_api"] for row in sections["save_load"]} == {
-        "keras", "saved_model", "keras_saved_model", "export"}
+        "keras", "saved_model", "keras_saved_model", "export", "checkpoint", "weights"}
     assert all(row["bytes"] > 0 for row in sections["save_load"])
     assert sections["sweeps"][0]["jobs"] == 2
     assert [row["option"].split("=")[0] for row in sections["speed_options"]] == [
         "speed.prefetch", "speed.parallel_map", "speed.jit_compile", "speed.threads"]
+    assert [row["job"] for row in sections["resume_check"]] == [
+        "default", "mirrored->default, batchnorm"]
+    assert all(row["check_on_s"] > 0 and row["check_off_s"] > 0
+               for row in sections["resume_check"])
