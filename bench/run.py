@@ -270,10 +270,10 @@ def resume_check(sizes: Sizes, work: Path) -> list[dict[str, Any]]:
     for name, overrides in RESUME_JOBS:
         job = [f"train.epochs={sizes.digits_epochs}", f"continue_epochs={sizes.digits_epochs}",
                "mlflow.enabled=false", *overrides]
-        off, on = alternate(sizes.pairs,
-                            partial(_runner_s, work, f"resume-off-{name}",
-                                    [*job, "verify.resume_steps=0"]),
-                            partial(_runner_s, work, f"resume-on-{name}", job))
+        slug = f"resume-{len(rows)}"  # the names hold characters Hydra's overrides refuse
+        off, on = alternate(
+            sizes.pairs, partial(_runner_s, work, f"{slug}-off", [*job, "verify.resume_steps=0"]),
+            partial(_runner_s, work, f"{slug}-on", job))
         rows.append({"job": name, "check_off_s": median(off), "check_on_s": median(on),
                      "extra_s": round(median(on) - median(off), 2),
                      "ratio": round(median(on) / median(off), 3),

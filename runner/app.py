@@ -22,7 +22,7 @@ from hydra.experimental.callback import Callback
 from hydra.types import RunMode
 from omegaconf import DictConfig, OmegaConf
 
-from runner import cluster, interrupt, redact
+from runner import cluster, hints, interrupt, redact
 from runner import result as results
 from runner.schema import ConfigError, validate, validate_sweep
 
@@ -34,16 +34,47 @@ def run(cfg: DictConfig) -> dict[str, Any]:
     """Run one job of the scenario for `cfg`; return its result (also in result.json).
 
     Ctrl-C or SIGTERM: the job's processes are told and record it, the job is closed (result.json
-    `interrupted`, its MLflow run KILLED), then Interrupted is raised, which stops a sweep."""
+    `interrupted`, its MLflow run KILLED), then Interrupted is raised, which stops a sweep. Under
+    a scheduler (SLURM through submitit) SIGTERM means this job was cancelled or ran out of
+    time: it returns its interrupted result instead, so that submitit records a result and the
+    sweep's other jobs and its matrix go on."""
     check_config(cfg)  # again: a sweep's jobs differ from the config Preflight saw
+    choose_save_api(cfg)
     output_dir = Path(HydraConfig.get().runtime.output_dir)
     overrides = list(HydraConfig.get().overrides.task)
-    with interrupt.deferred():
-        if cluster.multi_worker(cfg) and not cluster.is_chief(cfg.cluster):
-            return run_as_worker(cfg, output_dir, overrides)
-        if cfg.mlflow.enabled:
-            return run_tracked(cfg, output_dir, overrides)
-        return run_in_subprocess(cfg, output_dir, overrides)
+    result: dict[str, Any] | None = None
+    try:
+        with interrupt.deferred():
+            if cluster.multi_worker(cfg) and not cluster.is_chief(cfg.cluster):
+                result = run_as_worker(cfg, output_dir, overrides)
+            elif cfg.mlflow.enabled:
+                result = run_tracked(cfg, output_dir, overrides)
+            else:
+                result = run_in_subprocess(cfg, output_dir, overrides)
+            sweep_progress()
+    except interrupt.Interrupted as e:
+        if result is None or not cluster.scheduled():
+            raise
+        print(f"{e}: the scheduler stopped this job; recorded as interrupted", flush=True)
+    assert result is not None
+    return result
+
+
+def choose_save_api(cfg: DictConfig) -> None:
+    """save_api=auto becomes the save API the seed pairs with the load API; an explicit save API
+    known not to write what the load API reads gets a one-line warning before any training
+    (the job still runs: its failure is data)."""
+    if cfg.load_from:
+        return
+    if cfg.save_api.name == "auto":
+        cfg.save_api.name = hints.PAIRED_SAVE_API[cfg.load_api.name]
+        cfg.save_api.paired_with = cfg.load_api.name
+        return
+    expected = hints.expected_failure(cfg.save_api.name, cfg.load_api.name, cfg.keras.name,
+                                      cfg.load_keras.name)
+    if expected:
+        print(f"Warning: save_api={cfg.save_api.name} load_api={cfg.load_api.name} "
+              f"(keras={cfg.keras.name}) is {expected}.", file=sys.stderr, flush=True)
 
 
 class Preflight(Callback):
@@ -96,11 +127,13 @@ def run_tracked(cfg: DictConfig, output_dir: Path, overrides: list[str]) -> dict
     except Exception as e:  # any failure, not only an unreachable store: recorded, not raised
         return not_tracked(cfg, output_dir, overrides, e)
     try:
-        result = run_in_subprocess(cfg, output_dir, overrides, tracking.job_env(run))
+        with tracking.system_metrics(run, cfg.mlflow.system_metrics):
+            result = run_in_subprocess(cfg, output_dir, overrides, tracking.job_env(run))
     except BaseException:  # a bug of the runner's own: the run must still end
         tracking.abort(run)
         raise
     tracking.finish(run, result, output_dir)
+    print(f"MLflow run: {run.open_with()}", flush=True)
     return result
 
 
@@ -128,16 +161,26 @@ def not_tracked(cfg: DictConfig, output_dir: Path, overrides: list[str],
     return result
 
 
-def sweep_parent() -> tuple[str, int] | None:
-    """In a multirun: the MLflow parent run the launching process opened (see runner.sweep),
-    and this job's number."""
-    from runner.sweep import parent_run_id
+def sweep_parent() -> Any:
+    """In a multirun: this job as its MLflow run needs it (runner.sweep.Job: the parent run the
+    launching process opened, the job's number, the swept keys); None otherwise."""
+    from runner import sweep
 
     hydra_cfg = HydraConfig.get()
     if hydra_cfg.mode != RunMode.MULTIRUN:
         return None
-    parent = parent_run_id(Path(hydra_cfg.sweep.dir))
-    return (parent, hydra_cfg.job.num) if parent else None
+    return sweep.job(Path(hydra_cfg.sweep.dir), hydra_cfg.job.num)
+
+
+def sweep_progress() -> None:
+    """In a multirun, after each job: how far the sweep is."""
+    from runner import sweep
+
+    hydra_cfg = HydraConfig.get()
+    if hydra_cfg.mode == RunMode.MULTIRUN:
+        line = sweep.progress(Path(hydra_cfg.sweep.dir))
+        if line:
+            print(line, flush=True)
 
 
 def report(result: dict[str, Any], output_dir: Path) -> None:
@@ -180,11 +223,12 @@ def run_in_subprocess(cfg: DictConfig, output_dir: Path, overrides: list[str],
                 cfg, workers, output_dir, [*command, "--side", side, *(["--resume"] if i else [])],
                 env, extra_env or {})
             stopped = interrupt.received()
-            worker_failed = cluster.WorkerFailed(failure) if failure and not stopped else None
+            worker_failed = cluster.failure_error(failure) if failure and not stopped else None
             result = results.read_or_crashed(
                 output_dir, returncode, final=i == len(sides) - 1,
                 failure=stopped or worker_failed)
-            if worker_failed and (result.get("error") or {}).get("type") != "WorkerFailed":
+            if worker_failed and (result.get("error") or {}).get("type") != type(
+                    worker_failed).__name__:
                 result["notes"].append(f"cluster: {failure}")  # beside the chief's own error
                 results.write(output_dir, result)
             if result["status"] != "running":
@@ -220,12 +264,16 @@ def run_side(cfg: DictConfig, workers: list[cluster.Worker], output_dir: Path,
              chief_env: dict[str, str]) -> tuple[int, str | None]:
     """One side's processes: the local cluster's workers, or the job's one process (whose
     failure is its own to record: no worker failure to report). Exit code, worker failure."""
+    quiet = cfg.verbose < 2  # verbose=2: TensorFlow's start-up lines too, every one
     if workers:
-        return cluster.run_local(workers, command, env, chief_env, cfg.cluster)
+        return cluster.run_local(workers, command, env, chief_env, cfg.cluster, quiet)
     job = cluster.Worker(0, output_dir, output_dir / "job.log")
-    returncode, _ = cluster.supervise([job], command, env, chief_env, timeout_s=None,
-                                      grace_s=INTERRUPT_GRACE_S)
-    return returncode, None
+    startup = cfg.cluster.get("startup_timeout_s") if cluster.multi_worker(cfg) else None
+    returncode, failure = cluster.supervise([job], command, env, chief_env, timeout_s=None,
+                                            grace_s=INTERRUPT_GRACE_S, quiet=quiet,
+                                            startup_timeout_s=startup)
+    # The job's one process records its own failures; not reaching its cluster, it cannot.
+    return returncode, failure if failure and failure.startswith(cluster.STARTUP_FAILURE) else None
 
 
 def run_as_worker(cfg: DictConfig, output_dir: Path, overrides: list[str]) -> dict[str, Any]:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import ctypes
+import hashlib
 import json
 import os
 import shutil
@@ -26,7 +27,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Any
 
-from runner import interrupt, redact
+from runner import console, interrupt, redact
 
 MULTI_WORKER = "multi_worker_mirrored"
 
@@ -34,6 +35,19 @@ MULTI_WORKER = "multi_worker_mirrored"
 def multi_worker(cfg: Any) -> bool:
     """Whether either side of the job trains or loads under MultiWorkerMirroredStrategy."""
     return MULTI_WORKER in (cfg.strategy.name, cfg.load_strategy.name)
+
+
+# A SLURM job's tasks listen on job_port_base(...) + their index on the node: a stride per job
+# (room for this many tasks on one node), cycling over this many strides.
+PORT_STRIDE, PORT_SLOTS = 64, 500
+
+
+def job_port_base(port_base: int, environ: Mapping[str, str] = os.environ) -> int:
+    """The first port of this SLURM job's tasks on each node: port_base moved by the job's id,
+    so that two jobs on one node (array tasks, a sweep's jobs) never share ports; every task of
+    the job computes the same one without talking to the others."""
+    job_id = int(environ.get("SLURM_JOB_ID") or 0)
+    return port_base + (job_id % PORT_SLOTS) * PORT_STRIDE
 
 
 def resolver(cluster: Any) -> Any:
@@ -47,15 +61,62 @@ def resolver(cluster: Any) -> Any:
         # CUDA_VISIBLE_DEVICES, and keep only that layout.
         tasks = int(os.environ.get("SLURM_STEP_NUM_TASKS") or os.environ.get("SLURM_NTASKS", 1))
         slurm = resolvers.SlurmClusterResolver(
-            port_base=cluster.port_base, gpus_per_node=tasks, gpus_per_task=1, auto_set_gpu=False)
+            port_base=job_port_base(cluster.port_base), gpus_per_node=tasks, gpus_per_task=1,
+            auto_set_gpu=False)
         return resolvers.SimpleClusterResolver(
             slurm.cluster_spec(), task_type=slurm.task_type, task_id=slurm.task_id,
             num_accelerators={})
     if cluster.name == "slurm":
         return resolvers.SlurmClusterResolver(
-            port_base=cluster.port_base, gpus_per_node=cluster.gpus_per_node)
+            port_base=job_port_base(cluster.port_base), gpus_per_node=cluster.gpus_per_node)
     # cluster=local: the runner set TF_CONFIG for each worker; tf_config: an orchestrator did.
     return resolvers.TFConfigClusterResolver()
+
+
+class ClusterMixup(RuntimeError):
+    """A worker of another job joined this job's cluster (or this worker joined another's)."""
+
+
+class ClusterStartTimeout(RuntimeError):
+    """The cluster did not come together within cluster.startup_timeout_s."""
+
+
+def failure_error(failure: str) -> RuntimeError:
+    """The exception a job's result records for what `supervise` reported."""
+    if failure.startswith(STARTUP_FAILURE):
+        return ClusterStartTimeout(failure[len(STARTUP_FAILURE):])
+    return WorkerFailed(failure)
+
+
+def identity(cluster: Any, environ: Mapping[str, str] = os.environ) -> int | None:
+    """What every worker of one job shares and a worker of another job does not: the SLURM job
+    id, or a digest of TF_CONFIG's cluster; None for cluster=local (the runner starts the
+    workers itself, on ports it just found free)."""
+    if cluster.name == "slurm":
+        return int(environ.get("SLURM_JOB_ID") or 0)
+    if cluster.name == "tf_config":
+        spec = json.dumps(json.loads(environ.get("TF_CONFIG") or "{}").get("cluster", {}),
+                          sort_keys=True)
+        return int.from_bytes(hashlib.sha256(spec.encode()).digest()[:4], "big")
+    return None
+
+
+def check_port_free(address: str) -> None:
+    """This worker's own address (host:port) can be listened on: another job's worker on this
+    node would otherwise take it, or be joined by mistake."""
+    port = int(address.rsplit(":", 1)[1])
+    with socket.socket() as s:
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            s.bind(("", port))
+        except OSError as e:
+            raise ClusterMixup(
+                f"port {port} of this worker ({address}) is in use on this node ({e.strerror}): "
+                "another job's worker holds it; choose another cluster.port_base") from e
+
+
+def chief_address(spec: Mapping[str, list[str]]) -> str:
+    return (spec.get("chief") or spec.get("worker") or ["?"])[0]
 
 
 def task(cluster: Any, environ: Mapping[str, str] = os.environ) -> tuple[str, int]:
@@ -75,6 +136,12 @@ def is_chief(cluster: Any, environ: Mapping[str, str] = os.environ) -> bool:
     has_chief = cluster.name == "tf_config" and "chief" in json.loads(
         environ.get("TF_CONFIG") or "{}").get("cluster", {})
     return task(cluster, environ) == (("chief", 0) if has_chief else ("worker", 0))
+
+
+def scheduled(environ: Mapping[str, str] = os.environ) -> bool:
+    """Whether this process is a job a scheduler started (SLURM through submitit): a SIGTERM
+    then means the job was cancelled or reached its time limit, not that a sweep must stop."""
+    return environ.get("SUBMITIT_EXECUTOR") == "slurm"
 
 
 # ---- the job's processes: its one process, or a local cluster's workers ---------------------
@@ -145,13 +212,15 @@ def tf_config(ports: list[int], index: int) -> str:
 
 
 def run_local(workers: list[Worker], command: list[str], env: Mapping[str, str],
-              chief_env: Mapping[str, str], cluster: Any) -> tuple[int, str | None]:
+              chief_env: Mapping[str, str], cluster: Any,
+              quiet: bool = True) -> tuple[int, str | None]:
     """Run `command` (without --output-dir) as every worker, each with its TF_CONFIG on a free
     port; workers.json lists them. See `supervise` for how they are watched and stopped."""
     ports = free_ports(len(workers))
     return supervise(
         workers, command, env, chief_env, timeout_s=cluster.timeout_s, grace_s=cluster.grace_s,
-        worker_env=lambda w: {"TF_CONFIG": tf_config(ports, w.index)},
+        worker_env=lambda w: {"TF_CONFIG": tf_config(ports, w.index)}, quiet=quiet,
+        startup_timeout_s=cluster.startup_timeout_s,
         on_start=lambda: (workers[0].output_dir / "workers.json").write_text(json.dumps([
             {"index": w.index, "pid": w.process.pid, "port": port, "log": str(w.log),
              "output_dir": str(w.output_dir)} for w, port in zip(workers, ports, strict=True)],
@@ -161,7 +230,9 @@ def run_local(workers: list[Worker], command: list[str], env: Mapping[str, str],
 def supervise(workers: list[Worker], command: list[str], env: Mapping[str, str],
               chief_env: Mapping[str, str], timeout_s: float | None, grace_s: float,
               worker_env: Callable[[Worker], Mapping[str, str]] = lambda w: {},
-              on_start: Callable[[], Any] = lambda: None) -> tuple[int, str | None]:
+              on_start: Callable[[], Any] = lambda: None,
+              quiet: bool = True,
+              startup_timeout_s: float | None = None) -> tuple[int, str | None]:
     """Run `command --output-dir DIR` as each worker (a job's one process, or its local
     cluster), each in its own process group and set to die with this process.
 
@@ -169,8 +240,10 @@ def supervise(workers: list[Worker], command: list[str], env: Mapping[str, str],
     worker-<i>.log. When one worker fails, the others get `grace_s` to record their own error,
     then all are stopped; so are workers still running after `timeout_s`. A SIGINT/SIGTERM this
     process noted (runner.interrupt) is passed on to every worker, which records it, with the
-    same grace. No worker outlives this call. Returns the chief's exit code and, if a worker
-    failed or hung, what happened."""
+    same grace. A multi-worker job whose first process has not seen its cluster come together
+    within `startup_timeout_s` (its result.json's `cluster_start`) is stopped too: TensorFlow
+    would wait an hour. No worker outlives this call. Returns the chief's exit code and, if a
+    worker failed or hung, what happened."""
     copiers = []
     try:
         for w in workers:
@@ -180,10 +253,11 @@ def supervise(workers: list[Worker], command: list[str], env: Mapping[str, str],
                      PARENT_ENV: str(os.getpid())},
                 stdout=subprocess.PIPE, stderr=subprocess.STDOUT, start_new_session=True)
             copiers.append(threading.Thread(
-                target=copy_output, args=(w.process.stdout, w.log, w.index == 0), daemon=True))
+                target=copy_output, args=(w.process.stdout, w.log, w.index == 0, quiet),
+                daemon=True))
             copiers[-1].start()
         on_start()
-        failure = _watch(workers, timeout_s, grace_s)
+        failure = _watch(workers, timeout_s, grace_s, startup_timeout_s)
     finally:
         for w in workers:
             _stop(w)
@@ -192,10 +266,15 @@ def supervise(workers: list[Worker], command: list[str], env: Mapping[str, str],
     return workers[0].process.returncode, failure
 
 
-def _watch(workers: list[Worker], timeout_s: float | None, grace_s: float) -> str | None:
-    """Wait for every worker; the first failure (or the timeout, or an interruption), and stop
-    waiting after grace."""
+STARTUP_FAILURE = "ClusterStartTimeout: "
+
+
+def _watch(workers: list[Worker], timeout_s: float | None, grace_s: float,
+           startup_timeout_s: float | None = None) -> str | None:
+    """Wait for every worker; the first failure (or the timeout, the startup timeout, or an
+    interruption), and stop waiting after grace."""
     deadline = time.monotonic() + timeout_s if timeout_s is not None else float("inf")
+    startup = time.monotonic() + startup_timeout_s if startup_timeout_s else None
     stop_at, failure, forwarded = None, None, False
     while any(w.process.poll() is None for w in workers):
         now = time.monotonic()
@@ -214,15 +293,41 @@ def _watch(workers: list[Worker], timeout_s: float | None, grace_s: float) -> st
                 failure = (f"worker(s) {running} still running after cluster.timeout_s="
                            f"{timeout_s:g} s: a hung worker; stopped")
                 stop_at = now
+            elif startup is not None and now > startup:
+                waiting = _still_waiting(workers[0], startup_timeout_s)
+                if waiting is None:
+                    startup = None  # joined: nothing more to watch for
+                else:
+                    failure, stop_at = STARTUP_FAILURE + waiting, now
         if stop_at is not None and now >= stop_at:
             running = [w.index for w in workers if w.process.poll() is None]
-            if running and failure and "still running" not in failure:
+            if running and failure and "still running" not in failure and not failure.startswith(
+                    STARTUP_FAILURE):
                 failure += f"; worker(s) {running} still running {grace_s:g} s later: stopped"
             break
         time.sleep(0.1)
     if failure is None and interrupt.received() is None:
         failure = _failed(workers)  # all ended between two looks: one may have died first
     return failure
+
+
+def _still_waiting(worker: Worker, seconds: float) -> str | None:
+    """What the worker's job process still waits for after `seconds`, from its result.json; None
+    once its cluster came together."""
+    try:
+        start = json.loads((worker.output_dir / "result.json").read_text()).get("cluster_start")
+    except (OSError, ValueError):
+        start = None
+    if start and start.get("joined"):
+        return None
+    if not start:
+        return f"the cluster was not even being formed after cluster.startup_timeout_s={seconds:g}"
+    me, spec = start["me"], start["spec"]
+    others = ", ".join(a for tasks in spec.values() for a in tasks if a != me)
+    whom = (f"the chief at {chief_address(spec)}" if me != chief_address(spec)
+            else f"the other workers ({others})")
+    return (f"worker {me} waited cluster.startup_timeout_s={seconds:g} s for {whom}: it never "
+            "joined (not started, dead, or unreachable); stopped")
 
 
 def _failed(workers: list[Worker]) -> str | None:
@@ -249,17 +354,20 @@ def _stop(w: Worker) -> None:
     w.process.wait()
 
 
-def copy_output(stream: IO[bytes], log: Path, to_console: bool) -> None:
-    """A process's output, secrets masked, into `log` (appended) and, for the chief, the
-    console."""
+def copy_output(stream: IO[bytes], log: Path, to_console: bool, quiet: bool = True) -> None:
+    """A process's output, secrets masked, into `log` (appended, all of it) and, for the chief,
+    the console (quiet: without TensorFlow's repeated start-up noise, runner.console)."""
     masked = redact.Stream()
+    noise = console.Filter() if quiet else None
     with open(log, "ab") as out:
         # Chunks, not lines: Keras progress bars rewrite one line with '\r'.
         while True:
             chunk = stream.read1(65536)
             data = masked.feed(chunk) if chunk else masked.flush()
             if to_console:
-                sys.stdout.buffer.write(data)
+                shown = data if noise is None else (
+                    noise.feed(data) + (b"" if chunk else noise.flush()))
+                sys.stdout.buffer.write(shown)
                 sys.stdout.buffer.flush()
             out.write(data)
             out.flush()  # job.log is read while the job runs (tail -f, the tests)

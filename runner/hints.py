@@ -78,3 +78,35 @@ def hint_for(e: BaseException, phase: str) -> str | None:
         if (where is None or where == phase) and all(w in text for w in words):
             return hint
     return None
+
+
+# ---- before a job: the save API the seed pairs with each load API, and known mismatches -------
+
+# save_api=auto: the save API the seed (and the matrices) pair with each load API.
+PAIRED_SAVE_API = {"keras": "keras", "saved_model": "saved_model", "hub": "saved_model",
+                   "tfsm_layer": "export", "checkpoint": "checkpoint", "weights": "weights"}
+# What each save API writes, and which of those each load API reads (the measured matrices).
+WRITES = {"keras": "keras", "saved_model": "savedmodel", "keras_saved_model": "savedmodel",
+          "export": "savedmodel", "checkpoint": "checkpoint", "weights": "weights"}
+FORMAT_WORDS = {"keras": "a .keras file", "savedmodel": "a SavedModel directory",
+                "checkpoint": "a tf.train.Checkpoint", "weights": "a save_weights file"}
+READS = {"keras": {"keras", "savedmodel"}, "saved_model": {"savedmodel"},
+         "hub": {"savedmodel"}, "tfsm_layer": {"savedmodel"}, "checkpoint": {"checkpoint"},
+         "weights": {"weights", "keras"}}
+
+
+def expected_failure(save_api: str, load_api: str, keras: str, load_keras: str) -> str | None:
+    """Why an explicitly chosen save API x load API is known to fail, with the alternative; None
+    when it is not known to. Measured: the README's compatibility matrices."""
+    if save_api == "keras_saved_model" and keras == "v3":
+        return ("expected to fail in save: Keras 3's Model.save writes .keras/.h5 files only; "
+                "save_api=export or saved_model write a SavedModel")
+    written = WRITES.get(save_api)
+    readable = set(READS.get(load_api, ()))
+    if load_api == "keras" and (load_keras == "v3" or save_api != "keras_saved_model"):
+        readable.discard("savedmodel")  # only tf_keras reads a SavedModel it wrote with Model.save
+    if written is None or written in readable:
+        return None
+    return (f"expected to fail in load: save_api={save_api} writes {FORMAT_WORDS[written]}, "
+            f"which load_api={load_api} cannot read; save_api={PAIRED_SAVE_API[load_api]} (or "
+            "save_api=auto) writes what it reads")

@@ -38,6 +38,12 @@ def main(argv: list[str] | None = None) -> int:
     result = (results.read(out) if args.resume
               else results.new_result(cfg, out, args.override, os.environ.get("MLFLOW_RUN_ID")))
     results.write(out, result)
+
+    def cluster_start(spec: dict[str, Any], me: str, joined: bool) -> None:
+        result["cluster_start"] = {"spec": spec, "me": me, "joined": joined}
+        results.write(out, result)
+
+    runtime.on_cluster.append(cluster_start)
     try:
         runtime.prepare(cfg, args.side)
         from runner import scenario  # imports TensorFlow: only after prepare()

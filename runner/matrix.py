@@ -7,10 +7,11 @@ a sweep) or from their MLflow runs (`python -m runner.report`), so both give the
 from __future__ import annotations
 
 import csv
+import html
 import io
 import re
-from collections.abc import Iterable, Mapping
-from dataclasses import dataclass
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -29,6 +30,8 @@ class Matrix:
     rows: list[tuple[str, ...]]
     cols: list[tuple[str, ...]]
     cells: dict[tuple[tuple[str, ...], tuple[str, ...]], str]
+    # The MLflow runs of each cell's jobs (matrix.html links them).
+    runs: dict[tuple[tuple[str, ...], tuple[str, ...]], list[str]] = field(default_factory=dict)
 
     def cell(self, row: tuple[str, ...], col: tuple[str, ...]) -> str:
         return self.cells.get((row, col), "")
@@ -38,11 +41,12 @@ def record_from_result(result: Mapping[str, Any]) -> dict[str, Any]:
     error = result.get("error") or {}
     return {**{d: result.get(d) for d in DIMENSIONS}, "status": result["status"],
             "phase": error.get("phase"), "type": error.get("type"),
-            "message": error.get("message"), "resume": result.get("resume")}
+            "message": error.get("message"), "resume": result.get("resume"),
+            "run_id": result.get("mlflow_run_id")}
 
 
-def record_from_run(tags: Mapping[str, str],
-                    metrics: Mapping[str, float] | None = None) -> dict[str, Any]:
+def record_from_run(tags: Mapping[str, str], metrics: Mapping[str, float] | None = None,
+                    run_id: str | None = None) -> dict[str, Any]:
     """The same record from a job's MLflow run: its tags (and the resume metric)."""
     resume = None
     if tags.get("resume"):
@@ -51,7 +55,7 @@ def record_from_run(tags: Mapping[str, str],
                   "max_abs_diff": (metrics or {}).get("resume_max_abs_diff")}
     return {**{d: tags.get(d) for d in DIMENSIONS}, "status": tags.get("status"),
             "phase": tags.get("error_phase"), "type": tags.get("error_type"),
-            "message": tags.get("error_message"), "resume": resume}
+            "message": tags.get("error_message"), "resume": resume, "run_id": run_id}
 
 
 def outcome(record: Mapping[str, Any]) -> str:
@@ -76,6 +80,8 @@ def build(records: Iterable[Mapping[str, Any]]) -> Matrix:
         varied = [d for d in varied if d != "load_keras"]  # it followed keras: no news
     if "tutorial_step" in varied:  # a step names its APIs and strategies: they add no row
         varied = [d for d in varied if d == "tutorial_step" or not _follows(records, d)]
+    if "load_api" in varied and _follows(records, "save_api", "load_api"):
+        varied = [d for d in varied if d != "save_api"]  # save_api=auto: paired with load_api
     row_dims = [d for d in ROW_DIMS if d in varied]
     col_dims = [d for d in COL_DIMS if d in varied]
     if not col_dims and len(row_dims) > 1:  # a table, not one long column
@@ -83,6 +89,7 @@ def build(records: Iterable[Mapping[str, Any]]) -> Matrix:
     rows: list[tuple[str, ...]] = []
     cols: list[tuple[str, ...]] = []
     cells: dict[tuple[tuple[str, ...], tuple[str, ...]], str] = {}
+    runs: dict[tuple[tuple[str, ...], tuple[str, ...]], list[str]] = {}
     for r in records:
         row = tuple(str(r.get(d)) for d in row_dims)
         col = tuple(str(r.get(d)) for d in col_dims)
@@ -91,13 +98,15 @@ def build(records: Iterable[Mapping[str, Any]]) -> Matrix:
         text = outcome(r)
         previous = cells.get((row, col))
         cells[(row, col)] = text if previous in (None, text) else f"{previous}; {text}"
-    return Matrix(row_dims, col_dims, rows, cols, cells)
+        if r.get("run_id"):
+            runs.setdefault((row, col), []).append(r["run_id"])
+    return Matrix(row_dims, col_dims, rows, cols, cells, runs)
 
 
-def _follows(records: list[Mapping[str, Any]], dim: str) -> bool:
-    """Whether `dim` has one value per tutorial step."""
+def _follows(records: list[Mapping[str, Any]], dim: str, by: str = "tutorial_step") -> bool:
+    """Whether `dim` has one value per value of `by` (a tutorial step, a load API)."""
     seen: dict[str, str] = {}
-    return all(seen.setdefault(str(r.get("tutorial_step")), str(r.get(dim))) == str(r.get(dim))
+    return all(seen.setdefault(str(r.get(by)), str(r.get(dim))) == str(r.get(dim))
                for r in records)
 
 
@@ -188,10 +197,34 @@ def _label(cell: str) -> str:
     return "\n".join(dict.fromkeys(parts))
 
 
-def write(m: Matrix, directory: Path) -> dict[str, Path]:
-    """matrix.md, matrix.csv and matrix.png in `directory`."""
-    paths = {name: directory / f"matrix.{name}" for name in ("md", "csv", "png")}
+def to_html(m: Matrix, href: Callable[[str], str] | None = None) -> str:
+    """The matrix as an HTML table, each cell coloured like the heatmap and, given `href`
+    (run id -> link), linking to its jobs' runs in the MLflow UI."""
+    def cell(r: tuple[str, ...], c: tuple[str, ...]) -> str:
+        text = html.escape(m.cell(r, c))
+        links = [f'<a href="{html.escape(href(run))}" target="_top">run</a>'
+                 for run in m.runs.get((r, c), [])] if href else []
+        colour = COLOURS[_code(m.cell(r, c))]
+        return (f'<td style="background:{colour}">{text}'
+                f'{"<br>" + " ".join(links) if links else ""}</td>')
+
+    head = "".join(f"<th>{html.escape(h)}</th>" for h in _header(m))
+    body = "".join(
+        f"<tr><th>{html.escape(' · '.join(r) or '(all)')}</th>"
+        + "".join(cell(r, c) for c in m.cols) + "</tr>" for r in m.rows)
+    return ("<!doctype html><meta charset=utf-8><title>Compatibility matrix</title>"
+            "<style>body{font-family:sans-serif}table{border-collapse:collapse}"
+            "td,th{border:1px solid #999;padding:4px 8px;font-size:13px;vertical-align:top}"
+            "</style>"
+            f"<table><tr>{head}</tr>{body}</table>\n")
+
+
+def write(m: Matrix, directory: Path,
+          href: Callable[[str], str] | None = None) -> dict[str, Path]:
+    """matrix.md, matrix.csv, matrix.png and matrix.html in `directory`."""
+    paths = {name: directory / f"matrix.{name}" for name in ("md", "csv", "png", "html")}
     paths["md"].write_text(to_markdown(m))
     paths["csv"].write_text(to_csv(m))
+    paths["html"].write_text(to_html(m, href))
     heatmap(m).savefig(paths["png"], dpi=120)
     return paths

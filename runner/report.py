@@ -23,7 +23,7 @@ def main(argv: list[str] | None = None) -> int:
                         "(MLFLOW_TRACKING_URI, else the embedded store)")
     parser.add_argument("--store-dir", help="the embedded store's folder (default: outputs/mlflow)")
     parser.add_argument("--experiment", help="default: the runner's mlflow.experiment_name")
-    parser.add_argument("--out", type=Path, help="also write matrix.md/.csv/.png here")
+    parser.add_argument("--out", type=Path, help="also write matrix.md/.csv/.png/.html here")
     args = parser.parse_args(argv)
 
     mcfg = mlflow_config(args)
@@ -53,11 +53,13 @@ def main(argv: list[str] | None = None) -> int:
     if not children:
         print(f"Run {parent} has no child runs at {uri}.", file=sys.stderr)
         return 1
-    m = matrix.build(matrix.record_from_run(run.data.tags, run.data.metrics) for run in children)
+    m = matrix.build(matrix.record_from_run(run.data.tags, run.data.metrics, run.info.run_id)
+                     for run in children)
     print(f"Sweep {parent} ({len(children)} jobs):\n\n{matrix.to_markdown(m)}")
     if args.out:
         args.out.mkdir(parents=True, exist_ok=True)
-        matrix.write(m, args.out)
+        matrix.write(m, args.out, lambda run_id: tracking.TrackedRun(
+            uri, run_id, experiment.experiment_id).href)
     return 0
 
 

@@ -54,10 +54,13 @@ def new_result(cfg: Any, out: Path, overrides: list[str],
         "artifact": None,
         "artifact_bytes": None,
         "io_device": cfg.io_device,
-        "notes": [],
+        "notes": [f"save_api=auto: saved with {cfg.save_api.name}, the save API the seed "
+                  f"pairs with load_api={cfg.save_api.paired_with}"]
+                 if cfg.save_api.get("paired_with") else [],
         "overrides": overrides,
         "output_dir": str(out),
         "mlflow_run_id": mlflow_run_id,
+        "mlflow_run_url": os.environ.get("RUNNER_MLFLOW_RUN_URL") if mlflow_run_id else None,
         "devices": None,
         "keras_module": None,
         "load_keras_module": None,
@@ -169,7 +172,10 @@ def summary_line(result: dict[str, Any]) -> str:
         head += f" | {err['phase']}: {err['type']}: {_clip(first_line(err['message']))}"
         if err.get("hint"):
             head += f" (hint: {err['hint']})"
-    return f"{head} | {result.get('output_dir', '')}"
+    head += f" | {result.get('output_dir', '')}"
+    if result.get("mlflow_run_url"):
+        head += f" | {result['mlflow_run_url']}"
+    return head
 
 
 def resume_words(resume: Any) -> str | None:

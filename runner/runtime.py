@@ -76,13 +76,49 @@ _multi_worker: list[Any] = []
 
 def multi_worker_strategy(cluster_cfg: Any) -> Any:
     """The process's one MultiWorkerMirroredStrategy: it must be created before the runtime
-    starts and only once, so both sides share it."""
+    starts and only once, so both sides share it. Its workers must all belong to this job (one
+    collective compares their cluster.identity)."""
     import tensorflow as tf
 
-    if not _multi_worker:
-        _multi_worker.append(tf.distribute.MultiWorkerMirroredStrategy(
-            cluster_resolver=cluster.resolver(cluster_cfg)))
-    return _multi_worker[0]
+    if _multi_worker:
+        return _multi_worker[0]
+    resolver = cluster.resolver(cluster_cfg)
+    spec = resolver.cluster_spec().as_dict()
+    me = spec[resolver.task_type][resolver.task_id]
+    if cluster_cfg.name != "local":
+        cluster.check_port_free(me)
+    for tell in on_cluster:
+        tell(spec, me, False)
+    # Waiting for the other workers happens inside TensorFlow, holding the GIL: the process that
+    # supervises this one enforces cluster.startup_timeout_s (cluster.supervise).
+    strategy = tf.distribute.MultiWorkerMirroredStrategy(cluster_resolver=resolver)
+    check_same_job(strategy, cluster.identity(cluster_cfg), me)
+    for tell in on_cluster:
+        tell(spec, me, True)
+    _multi_worker.append(strategy)
+    return strategy
+
+
+# Set by the job process: told (spec, this worker's address, joined?) before and after the
+# workers come together, so that its result.json says whom it waits for.
+on_cluster: list[Any] = []
+
+
+def check_same_job(strategy: Any, mine: int | None, me: str) -> None:
+    """All workers of the cluster have this worker's job identity: one all-reduce (a sum of
+    identities below 2^31 is exact in float64) must give n times its own."""
+    if mine is None:
+        return
+    import tensorflow as tf
+
+    mine %= 2**31
+    total = strategy.reduce(tf.distribute.ReduceOp.SUM, strategy.run(
+        lambda: tf.constant(float(mine), tf.float64)), axis=None).numpy()
+    if total != strategy.num_replicas_in_sync * mine:
+        raise cluster.ClusterMixup(
+            f"worker {me} (job {mine}) is in a cluster with workers of another job: two jobs on "
+            "one node share ports; each job derives its own from SLURM_JOB_ID "
+            "(cluster.port_base), check that nothing else listens there")
 
 
 def mirrored_devices(replicas: int) -> list[str]:

@@ -57,12 +57,14 @@ def train_side(cfg: Any, out: Path, result: dict[str, Any], phase: Callable) -> 
     global_batch = cfg.train.batch_size_per_replica * runtime.replicas(strategy)
     with phase("data"):
         data = datasets.load(cfg, global_batch)
+        result["data_sizes"] = {"train": {"train": data.n_train, "test": data.n_test}}
     with phase("train"):
         model = build_model(cfg, strategy)
         if cfg.model.save_before_fit:
             result["caveat"] = save_before_fit(model, cfg.save_api.name, out)
         with timed(result, "train_s"):
-            result["history"]["train"] = train(model, data.train, cfg.train.epochs, cfg)
+            result["history"]["train"] = train(model, data.train, cfg.train.epochs, cfg,
+                                               "train", result)
         result["throughput"]["train_examples_per_s"] = _rate(
             data.n_train * cfg.train.epochs, result["timings"]["train_s"])
         if cfg.model.save_before_fit:
@@ -118,6 +120,7 @@ def load_side(cfg: Any, out: Path, result: dict[str, Any], phase: Callable) -> N
     with phase("data"):
         data = datasets.load(
             cfg, cfg.train.batch_size_per_replica * runtime.replicas(load_strategy))
+        result.setdefault("data_sizes", {})["load"] = {"train": data.n_train, "test": data.n_test}
     with phase("verify"):
         result["max_abs_diff"] = verify_logits(loaded, stored.probe, stored.logits,
                                                cfg.verify.tolerance)
@@ -138,7 +141,7 @@ def load_side(cfg: Any, out: Path, result: dict[str, Any], phase: Callable) -> N
     with phase("continue"):
         with timed(result, "continue_s"):
             result["accuracy"]["after_continue"] = keep_going(
-                loaded, data, load_strategy, cfg, result["history"])
+                loaded, data, load_strategy, cfg, result)
         examples = data.n_train * cfg.continue_epochs if loaded.model is not None else data.n_test
         result["throughput"]["continue_examples_per_s"] = _rate(
             examples, result["timings"]["continue_s"])
@@ -158,12 +161,21 @@ def build_model(cfg: Any, strategy: tf.distribute.Strategy) -> tf.keras.Model:
     return model
 
 
-def train(model: tf.keras.Model, dataset: tf.data.Dataset, epochs: int,
-          cfg: Any) -> dict[str, list[float]]:
-    """model.fit; returns the per-epoch loss and accuracy."""
+def train(model: tf.keras.Model, dataset: tf.data.Dataset, epochs: int, cfg: Any,
+          name: str, result: dict[str, Any]) -> dict[str, list[float]]:
+    """model.fit; returns the per-epoch loss and accuracy. In a tracked job's chief, each epoch
+    also goes to the MLflow run as it ends (`<name>_loss`, ...)."""
+    live = None
+    if os.environ.get("MLFLOW_RUN_ID"):  # set for the chief of a tracked job only
+        from runner import tracking
+
+        live = tracking.EpochMetrics(name)
     # shuffle=False: a tf.data dataset is shuffled by the pipeline; Keras ignores (and warns
     # about) shuffle=True for it.
-    history = model.fit(dataset, epochs=epochs, verbose=cfg.verbose, shuffle=False).history
+    history = model.fit(dataset, epochs=epochs, verbose=cfg.verbose, shuffle=False,
+                        callbacks=[live.callback()] if live else None).history
+    if live is not None and live.logged == epochs and not live.failed:
+        result.setdefault("metrics_logged_live", []).append(name)
     return {("accuracy" if name.endswith("accuracy") else name): [float(v) for v in values]
             for name, values in history.items()}
 
@@ -341,12 +353,13 @@ def resave(loaded: Loaded, save_api: str, cfg: Any, strategy: tf.distribute.Stra
 
 
 def keep_going(loaded: Loaded, data: datasets.Data, strategy: tf.distribute.Strategy | None,
-               cfg: Any, history: dict[str, Any]) -> float | None:
+               cfg: Any, result: dict[str, Any]) -> float | None:
     """Keep training a trainable model; otherwise run (distributed) inference. Test accuracy."""
     if loaded.model is not None:
         if cfg.continue_epochs == 0:
             return None
-        history["continue"] = train(loaded.model, data.train, cfg.continue_epochs, cfg)
+        result["history"]["continue"] = train(loaded.model, data.train, cfg.continue_epochs,
+                                              cfg, "continue", result)
         return accuracy(loaded.predict, data.test)
     return distributed_accuracy(loaded.predict, data.test, strategy)
 

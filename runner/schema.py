@@ -59,11 +59,13 @@ class LocalCluster:
     workers: int = MISSING
     timeout_s: int = MISSING
     grace_s: int = MISSING
+    startup_timeout_s: int = MISSING
 
 
 @dataclass
 class TfConfigCluster:
     name: str = "tf_config"
+    startup_timeout_s: int = MISSING
 
 
 @dataclass
@@ -71,6 +73,7 @@ class SlurmCluster:
     name: str = "slurm"
     port_base: int = MISSING
     gpus_per_node: int | None = MISSING
+    startup_timeout_s: int = MISSING
 
 
 @dataclass
@@ -80,6 +83,8 @@ class SaveApi:
     # SaveOptions(experimental_variable_policy=...) for the SavedModel save APIs: null,
     # expand_distributed_variables or save_variable_devices.
     variable_policy: str | None = None
+    # Set by the runner when the name was `auto`: the load API it was paired with.
+    paired_with: str | None = None
 
 
 @dataclass
@@ -169,6 +174,7 @@ class Mlflow:
     store_dir: str | None = MISSING
     experiment_name: str = MISSING
     log_model: bool = MISSING
+    system_metrics: bool = MISSING
     http_timeout_s: int = MISSING
     http_max_retries: int = MISSING
 
@@ -206,7 +212,7 @@ OPTION_SCHEMAS: dict[str, dict[str, type]] = {
                       "one_device": OneDeviceStrategy, "mirrored": MirroredStrategy,
                       "multi_worker_mirrored": MultiWorkerMirroredStrategy},
     "cluster": {"local": LocalCluster, "tf_config": TfConfigCluster, "slurm": SlurmCluster},
-    "save_api": dict.fromkeys(("keras", "saved_model", "keras_saved_model", "export",
+    "save_api": dict.fromkeys(("auto", "keras", "saved_model", "keras_saved_model", "export",
                                "checkpoint", "weights"), SaveApi),
     "load_api": {"keras": LoadApi, "saved_model": LoadApi, "hub": RetrainingLoadApi,
                  "tfsm_layer": RetrainingLoadApi, "checkpoint": LoadApi, "weights": LoadApi},
@@ -284,6 +290,7 @@ _RANGES: list[tuple[str, Any, str]] = [
     ("cluster.workers", lambda v: v is None or v >= 1, "an integer >= 1"),
     ("cluster.timeout_s", lambda v: v is None or v >= 1, "an integer >= 1"),
     ("cluster.grace_s", lambda v: v is None or v >= 0, "an integer >= 0"),
+    ("cluster.startup_timeout_s", lambda v: v is None or v >= 1, "an integer >= 1"),
     ("cluster.port_base", lambda v: v is None or 1 <= v <= 65535, "a port in 1..65535"),
     ("cluster.gpus_per_node", lambda v: v is None or v >= 0, "an integer >= 0"),
     ("mlflow.http_timeout_s", lambda v: v >= 1, "an integer >= 1"),

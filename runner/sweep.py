@@ -13,7 +13,12 @@ jobs that finished, after marking the interrupted ones.
 from __future__ import annotations
 
 import json
+import shutil
+import subprocess
 import sys
+import threading
+import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -33,7 +38,10 @@ class SweepCallback(Callback):
     def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
         sweep_dir = Path(config.hydra.sweep.dir).resolve()
         sweep_dir.mkdir(parents=True, exist_ok=True)
-        info: dict[str, Any] = {"parent_run_id": None, "tracking_uri": None}
+        swept, jobs = sweep_plan(config)
+        info: dict[str, Any] = {"parent_run_id": None, "tracking_uri": None,
+                                "experiment_id": None, "swept": swept, "jobs": jobs,
+                                "started": time.time()}
         with interrupt.deferred():  # a parent run created must be recorded, to be closed
             if config.mlflow.enabled:
                 from runner import tracking
@@ -45,13 +53,116 @@ class SweepCallback(Callback):
                     # would fail the same way, unlinked to any sweep.
                     print(f"Sweep not started: {e}", file=sys.stderr)
                     raise SystemExit(1) from None
-                info.update(parent_run_id=parent.run_id, tracking_uri=parent.uri)
+                info.update(parent_run_id=parent.run_id, tracking_uri=parent.uri,
+                            experiment_id=parent.experiment_id)
             results.write_atomic(sweep_dir / SWEEP_FILE, json.dumps(info, indent=2) + "\n")
             local = "submitit" not in str(config.hydra.launcher.get("_target_", ""))
             _open[:] = [(sweep_dir, local)]
+        if not local:
+            start_pending_watch(Path(str(config.hydra.launcher.get("submitit_folder", "")))
+                                .parent if config.hydra.launcher.get("submitit_folder")
+                                else sweep_dir / ".submitit")
 
     def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
         close(Path(config.hydra.sweep.dir).resolve(), "finished")
+
+
+def sweep_plan(config: DictConfig) -> tuple[list[str], int | None]:
+    """The keys a sweep varies (its sweep overrides and its sweeper's params) and how many jobs
+    it has (None when the sweeper is not the basic one, which alone makes the product)."""
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+
+    params = config.hydra.sweeper.get("params") or {}
+    given = [*(f"{k}={v}" for k, v in params.items()), *config.hydra.overrides.task]
+    parsed = OverridesParser.create().parse_overrides(given)
+    counts = {o.get_key_element(): len(list(o.sweep_iterator()))
+              for o in parsed if o.is_sweep_override()}
+    jobs: int | None = 1
+    for n in counts.values():
+        jobs *= n
+    if "BasicSweeper" not in str(config.hydra.sweeper.get("_target_", "")):
+        jobs = None
+    return sorted(counts), jobs
+
+
+@dataclass(frozen=True)
+class Job:
+    """A sweep's job as its MLflow run needs it: the parent run, its number, the swept keys."""
+
+    parent_run_id: str
+    num: int
+    swept: list[str]
+
+
+def progress(sweep_dir: Path) -> str | None:
+    """After a job: 'sweep: 5/32 jobs done (4 passed, 1 failed), 41 s, about 3 min left'."""
+    info = sweep_info(sweep_dir)
+    done = [r for r in job_results(sweep_dir) if r.get("status") != "running"]
+    if not done:
+        return None
+    passed = sum(r["status"] == "passed" for r in done)
+    elapsed = time.time() - info.get("started", time.time())
+    total = info.get("jobs")
+    line = (f"sweep: {len(done)}/{total or '?'} jobs done ({passed} passed, "
+            f"{len(done) - passed} failed), {_duration(elapsed)}")
+    if total and len(done) < total:
+        line += f", about {_duration(elapsed / len(done) * (total - len(done)))} left"
+    return line
+
+
+def _duration(seconds: float) -> str:
+    return f"{seconds:.0f} s" if seconds < 120 else f"{seconds / 60:.0f} min"
+
+
+# SLURM's reasons for a pending job that no wait will ever satisfy (squeue's %r).
+NEVER_SCHEDULED = {"PartitionConfig", "PartitionNodeLimit", "PartitionTimeLimit", "BadConstraints",
+                   "ReqNodeNotAvail", "InvalidQOS", "QOSMaxCpuPerJobLimit", "AssocMaxJobsLimit"}
+PENDING_WATCH_S = 10
+
+
+def start_pending_watch(submitit_dir: Path) -> threading.Thread:
+    """While a SLURM sweep runs, say which of its jobs SLURM keeps pending and why (the launcher
+    itself waits silently, forever for a job that asks for more than the cluster has)."""
+    watch = threading.Thread(target=_watch_pending, args=(submitit_dir,), daemon=True,
+                             name="runner-pending-watch")
+    watch.start()
+    return watch
+
+
+def _watch_pending(submitit_dir: Path) -> None:
+    told: set[tuple[str, str]] = set()
+    while True:
+        time.sleep(PENDING_WATCH_S)
+        for job_id, reason in pending_jobs(submitit_dir):
+            if (job_id, reason) in told:
+                continue
+            told.add((job_id, reason))
+            print(pending_message(job_id, reason), file=sys.stderr, flush=True)
+
+
+def pending_jobs(submitit_dir: Path) -> list[tuple[str, str]]:
+    """(SLURM job id, reason) of this sweep's jobs that are PENDING, from squeue."""
+    ids = [p.name for p in submitit_dir.glob("*") if p.is_dir() and p.name.split("_")[0].isdigit()]
+    if not ids or shutil.which("squeue") is None:
+        return []
+    try:
+        out = subprocess.run(["squeue", "-h", "-j", ",".join(ids), "-o", "%i|%T|%r"],
+                             capture_output=True, text=True, timeout=20).stdout
+    except (OSError, subprocess.SubprocessError):
+        return []
+    return [(job, reason) for job, state, reason in
+            (line.split("|", 2) for line in out.splitlines() if line.count("|") == 2)
+            if state == "PENDING"]
+
+
+def pending_message(job_id: str, reason: str) -> str:
+    if reason in NEVER_SCHEDULED:
+        return (f"SLURM job {job_id} of this sweep is PENDING ({reason}): it asks for more than "
+                "the partition offers and will never start (e.g. hydra.launcher.nodes larger "
+                "than the partition's nodes; on one node: hydra.launcher.nodes=1 "
+                "hydra.launcher.tasks_per_node=2). Stop the sweep (Ctrl-C), scancel "
+                f"{job_id}, and choose what the cluster has (sinfo).")
+    return f"SLURM job {job_id} of this sweep is PENDING ({reason}): waiting to be scheduled."
 
 
 def close_unfinished(e: BaseException) -> None:
@@ -75,24 +186,36 @@ def close(sweep_dir: Path, status: str, e: BaseException | None = None) -> None:
     from runner import matrix
 
     _open.clear()
-    records = [matrix.record_from_result(r) for r in job_results(sweep_dir)]
+    done = job_results(sweep_dir)
+    records = [matrix.record_from_result(r) for r in done]
+    info = sweep_info(sweep_dir)
     paths = {}
     if records:  # a sweep stopped before its first job wrote anything has no matrix
         m = matrix.build(records)
-        paths = matrix.write(m, sweep_dir)
+        href = None
+        if info.get("parent_run_id"):
+            from runner import tracking
+
+            def href(run_id: str) -> str:
+                return tracking.TrackedRun(info["tracking_uri"], run_id,
+                                           info.get("experiment_id")).href
+
+        paths = matrix.write(m, sweep_dir, href)
         print(f"\nCompatibility matrix ({sweep_dir}"
               f"{'' if status == 'finished' else ', ' + status}):\n\n"
               f"{matrix.to_markdown(m)}", flush=True)
     if (sweep_dir / "multirun.yaml").exists():
         redact.file(sweep_dir / "multirun.yaml")
-    info = sweep_info(sweep_dir)
     if info.get("parent_run_id"):
         from runner import tracking
 
-        parent = tracking.TrackedRun(info["tracking_uri"], info["parent_run_id"])
+        parent = tracking.TrackedRun(info["tracking_uri"], info["parent_run_id"],
+                                     info.get("experiment_id"))
         if e is not None:
             tracking.close_running_children(parent, e)
         tracking.finish_parent(parent, paths, sweep_dir, status)
+        print(f"MLflow parent run (matrix.html links every cell to its run): "
+              f"{parent.open_with()}", flush=True)
 
 
 def job_dirs(sweep_dir: Path) -> list[Path]:
@@ -116,3 +239,11 @@ def sweep_info(sweep_dir: Path) -> dict[str, Any]:
 
 def parent_run_id(sweep_dir: Path) -> str | None:
     return sweep_info(sweep_dir).get("parent_run_id")
+
+
+def job(sweep_dir: Path, num: int) -> Job | None:
+    """This job of the sweep in `sweep_dir`, if the sweep has a parent run."""
+    info = sweep_info(sweep_dir)
+    if not info.get("parent_run_id"):
+        return None
+    return Job(info["parent_run_id"], num, list(info.get("swept") or []))

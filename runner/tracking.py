@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import fcntl
+import logging
 import os
 import re
 import time
@@ -31,7 +32,16 @@ from runner.result import (
     read_or_crashed,
 )
 
+# MLflow's INFO lines (a fresh store's tables created, system metrics started and stopped) are
+# its business, not the job's: the console keeps the job's own output and MLflow's warnings.
+for _name in ("mlflow.store.db.utils", "mlflow.system_metrics", "alembic.runtime.migration"):
+    logging.getLogger(_name).setLevel(logging.WARNING)
+
 RUN_ID_ENV = "MLFLOW_RUN_ID"
+RUN_URL_ENV = "RUNNER_MLFLOW_RUN_URL"  # where the job's run is in the UI, for its summary line
+# MLflow 3's UI opens an experiment of this kind on its runs table (not on GenAI traces).
+EXPERIMENT_KIND = ("mlflow.experimentKind", "custom_model_development")
+SYSTEM_METRICS_INTERVAL_S = 2  # MLflow's default, 10 s, gives one sample of a short job
 
 
 class TrackingUnavailableError(RuntimeError):
@@ -51,10 +61,36 @@ class StartFailed(Exception):
 class TrackedRun:
     uri: str
     run_id: str
+    experiment_id: str | None = None
 
     @property
     def client(self) -> MlflowClient:
         return MlflowClient(self.uri)
+
+    @property
+    def url(self) -> str:
+        """The run in the MLflow UI on a tracking server; `runs:/<id>` for the embedded store,
+        which has no UI until `mlflow ui` serves it (see `open_with`)."""
+        if self.uri.startswith(("http://", "https://")):
+            return redact.text(f"{self.uri.rstrip('/')}/{self.page}")
+        return f"runs:/{self.run_id}"
+
+    @property
+    def page(self) -> str:
+        return f"#/experiments/{self.experiment_id}/runs/{self.run_id}"
+
+    @property
+    def href(self) -> str:
+        """A link to the run from a page the same UI shows (an HTML artifact): absolute on a
+        server, from the UI's root for `mlflow ui` on the embedded store."""
+        return self.url if self.url.startswith("http") else f"/{self.page}"
+
+    def open_with(self) -> str:
+        """How to see the run in a browser, in one line."""
+        if self.uri.startswith(("http://", "https://")):
+            return self.url
+        return (f"mlflow ui --backend-store-uri {self.uri} --port 5000, then "
+                f"http://127.0.0.1:5000/{self.page}")
 
 
 def configure(mcfg: Any) -> tuple[str, str | None]:
@@ -79,14 +115,16 @@ def configure(mcfg: Any) -> tuple[str, str | None]:
     return uri, artifacts
 
 
-def start(cfg: Any, output_dir: Path, overrides: list[str], sweep: tuple[str, int] | None = None,
-          ) -> TrackedRun:
-    """Create the job's run with its params and tags. `sweep`: the parent run and this job's
-    number in it. The job process finds the run through `job_env(run)`."""
+def start(cfg: Any, output_dir: Path, overrides: list[str], sweep: Any = None) -> TrackedRun:
+    """Create the job's run with its params and tags. `sweep`: the parent run, this job's
+    number in it and the keys the sweep varies (runner.sweep.Job). The job process finds the
+    run through `job_env(run)`."""
     tags = start_tags(cfg, output_dir, overrides)
+    name = run_name(cfg)
     if sweep is not None:
-        tags["mlflow.parentRunId"], tags["job_num"] = sweep[0], str(sweep[1])
-    run = _create_run(cfg.mlflow, run_name(cfg), tags)
+        tags["mlflow.parentRunId"], tags["job_num"] = sweep.parent_run_id, str(sweep.num)
+        name = swept_name(cfg, overrides, sweep.swept)
+    run = _create_run(cfg.mlflow, name, tags)
     try:
         run.client.log_batch(run.run_id, params=[Param(k, v) for k, v in params(cfg).items()])
     except Exception as e:
@@ -144,10 +182,13 @@ def _create_run(mcfg: Any, name: str, tags: dict[str, str]) -> TrackedRun:
             client = MlflowClient(uri)
             experiment = client.get_experiment_by_name(mcfg.experiment_name)
             experiment_id = (experiment.experiment_id if experiment else client.create_experiment(
-                mcfg.experiment_name, artifact_location=artifacts))
+                mcfg.experiment_name, artifact_location=artifacts,
+                tags=dict([EXPERIMENT_KIND])))
+            if experiment and EXPERIMENT_KIND[0] not in experiment.tags:  # made by an older runner
+                client.set_experiment_tag(experiment_id, *EXPERIMENT_KIND)
         run = client.create_run(experiment_id, run_name=redact.text(name),
                                 tags={k: redact.text(v) for k, v in tags.items()})
-        return TrackedRun(uri, run.info.run_id)
+        return TrackedRun(uri, run.info.run_id, experiment_id)
     except Exception as e:
         raise TrackingUnavailableError(unavailable(uri, e)) from e
 
@@ -182,16 +223,52 @@ def store_lock(uri: str) -> Iterator[None]:
 
 
 def job_env(run: TrackedRun) -> dict[str, str]:
-    """What the job process needs to add to this run (it logs the MLflow model)."""
-    return {RUN_ID_ENV: run.run_id, "MLFLOW_TRACKING_URI": run.uri}
+    """What the job process needs to add to this run: the per-epoch metrics as they come, and
+    the MLflow model, which MLflow logs into MLFLOW_EXPERIMENT_ID's experiment (else into
+    experiment 0, 'Default', with its artifacts under ./mlruns wherever the job runs)."""
+    return {RUN_ID_ENV: run.run_id, "MLFLOW_TRACKING_URI": run.uri,
+            "MLFLOW_EXPERIMENT_ID": str(run.experiment_id), RUN_URL_ENV: run.url}
+
+
+def swept_name(cfg: Any, overrides: list[str], swept: list[str]) -> str:
+    """run_name, plus `key=value` for each swept key the name does not show yet, so that every
+    job of a sweep has its own name."""
+    name = run_name(cfg, swept)
+    shown = {*GROUPS, "load_from"}
+    for override in overrides:
+        key = override.split("=", 1)[0].lstrip("+~")
+        if key in swept and key not in shown:
+            name += f" {override.lstrip('+~')}"
+    return name[:250]
+
+
+@contextlib.contextmanager
+def system_metrics(run: TrackedRun, enabled: bool) -> Iterator[None]:
+    """MLflow's own system metrics (CPU, memory; GPU when present) logged to the run while the
+    block runs, every SYSTEM_METRICS_INTERVAL_S seconds."""
+    if not enabled:
+        yield
+        return
+    from mlflow.system_metrics.system_metrics_monitor import SystemMetricsMonitor
+
+    monitor = SystemMetricsMonitor(run.run_id, sampling_interval=SYSTEM_METRICS_INTERVAL_S,
+                                   tracking_uri=run.uri)
+    monitor.start()
+    try:
+        yield
+    finally:
+        monitor.finish()
 
 
 def finish(run: TrackedRun, result: Mapping[str, Any], output_dir: Path) -> None:
-    """Log the job's measurements and files, then close the run with the job's outcome."""
+    """Log the job's measurements, datasets and files, then close the run with the job's
+    outcome."""
     client = run.client
     try:
         client.log_batch(run.run_id, metrics=list(metrics(result)), tags=[
             RunTag(k, redact.text(v)) for k, v in result_tags(result).items()])
+        if result.get("data_sizes"):
+            client.log_inputs(run.run_id, datasets=dataset_inputs(result))
         log_files(client, run.run_id, result, output_dir)
     finally:
         client.set_terminated(run.run_id, status=run_status(result["status"]))
@@ -204,16 +281,24 @@ def abort(run: TrackedRun) -> None:
 
 # ---- what a run holds ------------------------------------------------------------------------
 
-def run_name(cfg: Any) -> str:
-    """The combination at a glance, e.g. 'keras→saved_model v3 mirrored→none sequential digits';
-    'legacy→v3' where the generations differ; 'from runs:/…→keras v3 …' for load_from."""
+# What a run's name leaves out when it is the default and no sweep varies it.
+NAME_DEFAULTS = {"model": "sequential", "data": "digits"}
+
+
+def run_name(cfg: Any, swept: list[str] | tuple[str, ...] = ()) -> str:
+    """The combination at a glance, short enough for the runs table: e.g.
+    'keras→saved_model v3 mirrored→none'; 'legacy→v3' where the generations differ; the model
+    and the data only where they are not the defaults or a sweep varies them; 'from runs:/…'
+    for load_from."""
     keras = cfg.keras.name if cfg.load_keras.name == cfg.keras.name else (
         f"{cfg.keras.name}→{cfg.load_keras.name}")
+    extra = "".join(f" {cfg[group].name}" for group, default in NAME_DEFAULTS.items()
+                    if cfg[group].name != default or group in swept)
     if cfg.load_from:
         return (f"from {cfg.load_from}→{cfg.load_api.name} {cfg.load_keras.name} "
-                f"→{cfg.load_strategy.name} {cfg.data.name}")[:250]
+                f"→{cfg.load_strategy.name}{extra}")[:250]
     return (f"{cfg.save_api.name}→{cfg.load_api.name} {keras} "
-            f"{cfg.strategy.name}→{cfg.load_strategy.name} {cfg.model.name} {cfg.data.name}")
+            f"{cfg.strategy.name}→{cfg.load_strategy.name}{extra}")
 
 
 def params(cfg: Any) -> dict[str, str]:
@@ -267,9 +352,13 @@ def result_tags(result: Mapping[str, Any]) -> dict[str, str]:
 
 
 def metrics(result: Mapping[str, Any]) -> Iterator[Metric]:
-    """Per-epoch curves (step = epoch) of both phases, then the job's single numbers."""
+    """Per-epoch curves (step = epoch) of the phases the job process did not log live, then the
+    job's single numbers."""
     now = int(time.time() * 1000)
+    live = set(result.get("metrics_logged_live") or ())
     for phase, history in (result.get("history") or {}).items():
+        if phase in live:
+            continue
         for name, values in history.items():
             for epoch, value in enumerate(values):
                 yield Metric(f"{phase}_{name}", float(value), now, epoch)
@@ -332,7 +421,64 @@ def run_status(status: str) -> str:
     return {"passed": "FINISHED", "interrupted": "KILLED"}.get(status, "FAILED")
 
 
+def dataset_inputs(result: Mapping[str, Any]) -> list[Any]:
+    """Each side's data as an MLflow dataset input, so the runs table's Dataset column says
+    what the job ran on: e.g. 'digits (train 1437, test 360)', context training / continue."""
+    from mlflow.data.code_dataset_source import CodeDatasetSource
+    from mlflow.data.meta_dataset import MetaDataset
+    from mlflow.entities import DatasetInput, InputTag
+
+    inputs, names = [], set()
+    for side, sizes in (result.get("data_sizes") or {}).items():
+        name = f"{result.get('data')} (train {sizes['train']}, test {sizes['test']})"
+        if name in names:  # both sides on the same data: one input (MLflow keeps one anyway)
+            continue
+        names.add(name)
+        dataset = MetaDataset(CodeDatasetSource({"data": str(result.get("data"))}), name=name)
+        inputs.append(DatasetInput(dataset._to_mlflow_entity(), tags=[
+            InputTag("mlflow.data.context", "training" if side == "train" else "continue")]))
+    return inputs
+
+
 # ---- the job process's part ------------------------------------------------------------------
+
+class EpochMetrics:
+    """A Keras callback that logs each epoch's loss and accuracy to the job's run as the epoch
+    ends (`<phase>_loss`, `<phase>_accuracy`, step = epoch), so the UI draws curves while the job
+    runs. (MLflow's own MlflowCallback logs Keras' metric names unprefixed, so training and
+    continuing would share one curve, and it needs an active fluent run.) A store that fails
+    stops the logging; the Hydra process then logs the whole phase at the end."""
+
+    def __init__(self, phase: str) -> None:
+        self.phase, self.logged, self.failed = phase, 0, False
+        self.client = MlflowClient(os.environ["MLFLOW_TRACKING_URI"])
+        self.run_id = os.environ[RUN_ID_ENV]
+
+    def callback(self) -> Any:
+        import tensorflow as tf
+
+        owner = self
+
+        class Callback(tf.keras.callbacks.Callback):
+            def on_epoch_end(self, epoch: int, logs: Mapping[str, Any] | None = None) -> None:
+                owner.log(epoch, logs or {})
+
+        return Callback()
+
+    def log(self, epoch: int, logs: Mapping[str, Any]) -> None:
+        if self.failed:
+            return
+        now = int(time.time() * 1000)
+        values = {("accuracy" if k.endswith("accuracy") else k): float(v)
+                  for k, v in logs.items()}
+        try:
+            self.client.log_batch(self.run_id, metrics=[
+                Metric(f"{self.phase}_{k}", v, now, epoch) for k, v in values.items()])
+            self.logged += 1
+        except Exception:  # noqa: BLE001 - the job goes on; the Hydra process logs the phase
+            self.failed = True
+
+
 
 def log_keras_model(model: Any, probe: Any, logits: Any,
                     versions: Mapping[str, str | None]) -> dict[str, Any]:

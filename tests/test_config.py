@@ -43,7 +43,7 @@ def test_defaults_are_the_documented_ones():
     cfg = compose_cfg()
     chosen = {g: cfg[g].name for g in GROUPS if g not in ("experiment", "tutorial_step")}
     assert chosen == {
-        "strategy": "default", "load_strategy": "none", "save_api": "keras", "load_api": "keras",
+        "strategy": "default", "load_strategy": "none", "save_api": "auto", "load_api": "keras",
         "model": "sequential", "data": "digits", "keras": "v3", "load_keras": "v3",
         "cluster": "local",
     }
@@ -203,3 +203,28 @@ def test_resolved_config_round_trips():
     cfg = compose_cfg("strategy=mirrored", "load_api=hub")
     again = OmegaConf.create(OmegaConf.to_yaml(cfg, resolve=True))
     assert again.load_api.optimizer == "adam" and again.strategy.replicas == 2
+
+
+@pytest.mark.parametrize("load_api, save_api", [
+    ("keras", "keras"), ("saved_model", "saved_model"), ("hub", "saved_model"),
+    ("tfsm_layer", "export"), ("checkpoint", "checkpoint"), ("weights", "weights")])
+def test_save_api_auto_is_the_seeds_pairing(load_api, save_api):
+    from runner import app
+
+    cfg = compose_cfg(f"load_api={load_api}")
+    app.choose_save_api(cfg)
+    assert (cfg.save_api.name, cfg.save_api.paired_with) == (save_api, load_api)
+
+
+def test_a_combination_known_to_fail_is_warned_about_before_training(tmp_path, no_tensorflow):
+    """Before anything is trained (TensorFlow is poisoned here: the job dies right after), one
+    line names the failure to expect and the alternative; the job still runs."""
+    proc = runner(f"hydra.run.dir={tmp_path}/run", "save_api=keras", "load_api=saved_model",
+                  "mlflow.enabled=false", env=no_tensorflow)
+    (warning,) = [ln for ln in proc.stderr.splitlines() if ln.startswith("Warning:")]
+    assert "save_api=keras load_api=saved_model" in warning
+    assert "expected to fail in load" in warning and "save_api=saved_model" in warning
+    assert (tmp_path / "run" / "result.json").exists()  # it ran anyway
+    proc = runner(f"hydra.run.dir={tmp_path}/run2", "load_api=saved_model",
+                  "mlflow.enabled=false", env=no_tensorflow)
+    assert "Warning:" not in proc.stderr  # auto: nothing to warn about

@@ -9,7 +9,6 @@ import json
 import os
 import shutil
 import signal
-import socket
 import sqlite3
 import subprocess
 import sys
@@ -19,7 +18,7 @@ from pathlib import Path
 
 import psutil
 import pytest
-from conftest import FAST, PREPARE_MNIST, ROOT, read_result, runner, sweep_results
+from conftest import FAST, PREPARE_MNIST, ROOT, free_port, read_result, runner, sweep_results
 
 STALL = "RUNNER_STALL_AT_PHASE"  # runner.scenario.STALL_ENV (not imported: it imports TF)
 TRACKED = [*FAST[:-1], "mlflow.log_model=false"]  # FAST with tracking on
@@ -375,12 +374,6 @@ def test_two_parallel_sweeps_into_one_fresh_store(tmp_path):
 
 ADMIN, PASSWORD = "runner-admin", "pw-Zq81-never-written"
 OTHER_SECRETS = {"MY_API_TOKEN": "tok-7Hx2-never-written", "DB_SECRET": "sec-3Kp9-never-written"}
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 @pytest.fixture(scope="module")

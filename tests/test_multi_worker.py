@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
@@ -184,3 +185,52 @@ def test_slurm_preset_runs_one_worker_per_submitit_task():
 
 def _read(path: Path) -> str:
     return path.read_text(errors="replace") if path.exists() else ""
+
+
+def test_a_worker_whose_chief_never_appears_gives_up_naming_it(tmp_path):
+    """cluster=tf_config: an orchestrator started worker 1, never the chief. Worker 1 gives up
+    after cluster.startup_timeout_s, saying whose address it waited for."""
+    ports = cluster.free_ports(2)
+    start = time.monotonic()
+    proc = subprocess.run(
+        [sys.executable, "-m", "runner", f"hydra.run.dir={tmp_path}/w1", *MULTI_WORKER,
+         "cluster=tf_config", "cluster.startup_timeout_s=15", *FAST],
+        cwd=ROOT, env={**os.environ, "TF_CONFIG": cluster.tf_config(ports, 1)},
+        capture_output=True, text=True, timeout=300)
+    took = time.monotonic() - start
+    assert proc.returncode != 0
+    out = proc.stdout + proc.stderr + _read(tmp_path / "w1" / "worker-1.log")
+    assert (f"waited cluster.startup_timeout_s=15 s for the chief at 127.0.0.1:{ports[0]}: it "
+            "never joined") in out, out[-3000:]
+    assert "ClusterStartTimeout" in out
+    assert took < 15 + 45, f"took {took:.0f} s"
+
+
+def test_a_worker_whose_chief_dies_mid_training_ends_within_a_bound(tmp_path):
+    """Both workers train; the chief's whole job is killed. TensorFlow's own heartbeat check
+    ends the other worker (measured here: its error names the chief's task)."""
+    ports = cluster.free_ports(2)
+    procs = [subprocess.Popen(
+        [sys.executable, "-m", "runner", f"hydra.run.dir={tmp_path}/w{i}", *MULTI_WORKER,
+         "cluster=tf_config", "train.epochs=500", "verbose=2", "mlflow.enabled=false"],
+        cwd=ROOT, env={**os.environ, "TF_CONFIG": cluster.tf_config(ports, i)},
+        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, start_new_session=True)
+        for i in range(2)]
+    try:
+        deadline = time.monotonic() + 180
+        while "Epoch 3/" not in _read(tmp_path / "w0" / "job.log"):
+            assert time.monotonic() < deadline, _read(tmp_path / "w0" / "job.log")[-2000:]
+            time.sleep(0.2)
+        os.killpg(procs[0].pid, signal.SIGKILL)  # the chief and its job process
+        killed = time.monotonic()
+        procs[1].wait(timeout=300)
+        took = time.monotonic() - killed
+    finally:
+        for p in procs:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(p.pid, signal.SIGKILL)
+    assert procs[1].returncode != 0
+    log = _read(tmp_path / "w1" / "worker-1.log")
+    print(f"worker 1 ended {took:.1f} s after the chief was killed")
+    assert took < 60, f"worker 1 took {took:.0f} s"
+    assert any(w in log.lower() for w in ("task:0", "heartbeat", "unavailable")), log[-2000:]

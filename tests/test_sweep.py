@@ -48,7 +48,18 @@ def test_sweep_has_a_parent_run_children_and_a_matrix(tmp_path, launcher, capsys
     assert markdown in proc.stdout
     assert (sweep_dir / "matrix.csv").exists() and (sweep_dir / "matrix.png").stat().st_size > 0
     assert {a.path for a in client.list_artifacts(parent.info.run_id, "matrix")} == {
-        "matrix/matrix.md", "matrix/matrix.csv", "matrix/matrix.png"}
+        "matrix/matrix.md", "matrix/matrix.csv", "matrix/matrix.png", "matrix/matrix.html"}
+    # matrix.html links every cell to its job's run in the UI.
+    page = (sweep_dir / "matrix.html").read_text()
+    for result in results:
+        assert (f'href="/#/experiments/{experiment.experiment_id}/runs/'
+                f'{result["mlflow_run_id"]}" target="_top"') in page
+    # Run names: short, and unique in the sweep (the swept choices tell them apart).
+    names = [run.info.run_name for run in children]
+    assert len(set(names)) == 4 and all(" digits" not in n for n in names), names
+    # Progress after each job; the parent run's link at the end.
+    assert "sweep: 4/4 jobs done" in proc.stdout and "sweep: 1/4 jobs done" in proc.stdout
+    assert "MLflow parent run (matrix.html links every cell to its run):" in proc.stdout
     lines = markdown.splitlines()
     assert lines[0] == "| save_api ↓ / load_api → | keras | saved_model |"
     row = {line.split(" | ")[0].strip("| "): line for line in lines[2:]}
@@ -119,3 +130,12 @@ def test_matrix_cells_tell_resume_exact_drifted_inference_only_and_failed():
             "resume_cause": "new optimizer"}
     from_run = matrix.record_from_run(tags, {"resume_max_abs_diff": 0.0091})
     assert matrix.outcome(from_run) == "passed, resume drifted 9.1e-03 (new optimizer)"
+
+
+def test_save_api_paired_by_auto_adds_no_row():
+    """save_api=auto follows load_api: the matrix has one row, not a diagonal."""
+    records = [{"save_api": save, "load_api": load, "status": "passed"}
+               for save, load in (("keras", "keras"), ("saved_model", "saved_model"),
+                                  ("saved_model", "hub"))]
+    m = matrix.build(records)
+    assert (m.row_dims, m.col_dims) == ([], ["load_api"])

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import glob
 import json
 import os
 import signal
@@ -9,7 +10,6 @@ import socket
 import subprocess
 import sys
 import time
-import urllib.request
 from pathlib import Path
 
 import psutil
@@ -51,7 +51,30 @@ def test_passed_job_is_a_complete_run(tmp_path, store, keras):
     result = read_result(tmp_path / "run")
     run = only_run(client)
     assert run.info.status == "FINISHED"
-    assert run.info.run_name == f"keras→keras {keras} default→none sequential digits"
+    assert run.info.run_name == f"keras→keras {keras} default→none"  # short; defaults left out
+    # The UI opens the experiment on its runs table (a model-training experiment).
+    experiment = client.get_experiment(run.info.experiment_id)
+    assert experiment.tags["mlflow.experimentKind"] == "custom_model_development"
+    # The end of the job says where its run is.
+    assert result["mlflow_run_url"] == f"runs:/{run.info.run_id}"
+    summary = next(ln for ln in proc.stdout.splitlines() if ln.startswith("PASSED "))
+    assert summary.endswith(f"| runs:/{run.info.run_id}")
+    assert (f"MLflow run: mlflow ui --backend-store-uri {client.tracking_uri} --port 5000, then "
+            f"http://127.0.0.1:5000/#/experiments/{run.info.experiment_id}/runs/"
+            f"{run.info.run_id}") in proc.stdout
+    # Each side's data is an MLflow dataset input: the runs table's Dataset column.
+    sizes = result["data_sizes"]["train"]
+    assert result["data_sizes"]["load"] == sizes  # both sides on the same data: one input
+    inputs = [(d.dataset.name, d.tags[0].value) for d in run.inputs.dataset_inputs]
+    assert inputs == [(f"digits (train {sizes['train']}, test {sizes['test']})", "training")]
+    # MLflow's system metrics, sampled while the job ran.
+    assert any(key.startswith("system/cpu") for key in run.data.metrics), run.data.metrics
+    # A quiet console: TensorFlow's start-up lines once, no cuInit without a GPU, and no
+    # Keras warning about an argument our own fit passes.
+    if not glob.glob("/dev/nvidia[0-9]*"):
+        assert "cuInit" not in proc.stdout
+    assert proc.stdout.count("All log messages before absl::InitializeLog") <= 1
+    assert "shuffle=True" not in proc.stdout + proc.stderr
 
     params = run.data.params
     assert params["train.epochs"] == "2" and params["strategy.name"] == "default"
@@ -81,9 +104,15 @@ def test_passed_job_is_a_complete_run(tmp_path, store, keras):
             ".hydra/config.yaml", ".hydra/overrides.yaml"} <= artifacts
     assert "traceback.txt" not in artifacts
 
-    # The MLflow model: logged with a signature, servable by pyfunc in a fresh process.
+    # The MLflow model: in the run's own experiment and store, linked to the run, logged with a
+    # signature, servable by pyfunc in a fresh process.
     model_uri = result["mlflow_model"]["model_uri"]
     assert tags["mlflow_model_uri"] == model_uri
+    (logged,) = client.search_logged_models([run.info.experiment_id])
+    assert logged.model_id == model_uri.split("/")[-1] and logged.source_run_id == run.info.run_id
+    assert logged.artifact_location.startswith((tmp_path / "mlflow").as_uri())
+    assert [o.model_id for o in run.outputs.model_outputs] == [logged.model_id]
+    assert not (ROOT / "mlruns").exists()
     serve = (
         "import sys, mlflow, numpy as np; mlflow.set_tracking_uri(sys.argv[1]);"
         "m = mlflow.pyfunc.load_model(sys.argv[2]);"
@@ -138,38 +167,6 @@ def test_killed_job_process_never_leaves_a_running_run(tmp_path, store):
     assert run.info.status == "FAILED" and run.data.tags["error_type"] == "JobCrashed"
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-@pytest.fixture
-def mlflow_server(tmp_path):
-    """A real `mlflow server` (sqlite backend, proxied artifacts) on 127.0.0.1."""
-    port = free_port()
-    server = subprocess.Popen(
-        [sys.executable, "-m", "mlflow", "server", "--host", "127.0.0.1", "--port", str(port),
-         "--backend-store-uri", f"sqlite:///{tmp_path}/server.db",
-         "--artifacts-destination", str(tmp_path / "server-artifacts"), "--workers", "1"],
-        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
-    url = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 120
-    while True:
-        try:
-            with urllib.request.urlopen(f"{url}/health", timeout=2) as response:
-                if response.status == 200:
-                    break
-        except OSError:
-            if time.monotonic() > deadline or server.poll() is not None:
-                server.kill()
-                pytest.fail("mlflow server did not become healthy")
-            time.sleep(0.5)
-    yield url, tmp_path / "server-artifacts"
-    os.killpg(server.pid, signal.SIGTERM)
-    server.wait(timeout=30)
-
-
 def test_job_against_a_real_tracking_server(tmp_path, mlflow_server):
     url, artifacts_dir = mlflow_server
     proc = runner(f"hydra.run.dir={tmp_path}/run", *TRACKED, f"mlflow.tracking_uri={url}")
@@ -185,6 +182,13 @@ def test_job_against_a_real_tracking_server(tmp_path, mlflow_server):
     assert json.loads(Path(local).read_text()) == read_result(tmp_path / "run")
     assert any(artifacts_dir.rglob("model.keras"))
     assert run.data.tags["mlflow_model_uri"].startswith("models:/")
+    # The model went into the run's experiment, its files through the server too.
+    (logged,) = client.search_logged_models([run.info.experiment_id])
+    assert logged.source_run_id == run.info.run_id
+    assert any(artifacts_dir.rglob("MLmodel"))
+    link = f"{url}/#/experiments/{run.info.experiment_id}/runs/{run.info.run_id}"
+    assert f"MLflow run: {link}" in proc.stdout
+    assert next(ln for ln in proc.stdout.splitlines() if ln.startswith("PASSED ")).endswith(link)
 
 
 def test_unreachable_server_fails_fast_and_clearly(tmp_path):
@@ -281,3 +285,40 @@ def compose_default(overrides: list[str]):
     schema.register()
     with initialize_config_dir(config_dir=str(ROOT / "conf"), version_base="1.3"):
         return compose(config_name="config", overrides=overrides)
+
+
+def test_metrics_arrive_while_the_job_runs_and_nothing_lands_outside_the_store(tmp_path):
+    """Run from another working directory: each epoch's loss is in the run while it is still
+    RUNNING (the UI draws the curve live); no `mlruns/` appears anywhere."""
+    store, elsewhere = tmp_path / "mlflow", tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    job = subprocess.Popen(
+        [sys.executable, "-m", "runner", f"hydra.run.dir={tmp_path}/run", "verbose=0",
+         "data=synthetic", "data.n_train=6000", "data.n_test=500", "train.epochs=8",
+         "continue_epochs=1", f"mlflow.store_dir={store}"],
+        cwd=elsewhere, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    client = MlflowClient(f"sqlite:///{store}/mlflow.db")
+    seen_while_running = []
+    try:
+        deadline = time.monotonic() + 300
+        while job.poll() is None and time.monotonic() < deadline:
+            time.sleep(1)
+            if not (store / "mlflow.db").exists():
+                continue
+            experiment = client.get_experiment_by_name("runner-save-load")
+            runs = client.search_runs([experiment.experiment_id]) if experiment else []
+            if runs and (tmp_path / "run" / "result.json").exists():
+                history = client.get_metric_history(runs[0].info.run_id, "train_loss")
+                # Counted only while the job process itself is still at work.
+                if read_result(tmp_path / "run")["status"] == "running":
+                    seen_while_running.append(len(history))
+        out, _ = job.communicate(timeout=300)
+    finally:
+        job.kill()
+    assert job.returncode == 0, out[-3000:]
+    assert max(seen_while_running) >= 2, seen_while_running  # epochs logged as they ended
+    run = only_run(client)
+    history = client.get_metric_history(run.info.run_id, "train_loss")
+    assert [m.step for m in history] == list(range(8))  # once each: not again at the end
+    assert len({m.timestamp for m in history}) > 1  # real times, not one stamp at the end
+    assert not list(tmp_path.rglob("mlruns")) and not (ROOT / "mlruns").exists()
