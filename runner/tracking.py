@@ -260,18 +260,65 @@ def system_metrics(run: TrackedRun, enabled: bool) -> Iterator[None]:
         monitor.finish()
 
 
+# A run's tag naming the result.json it holds (record_digest): runner.sync leaves such a run
+# alone, and completes one without it (still RUNNING, or closed before its record was in).
+RECORD_TAG = "runner.record"
+
+
 def finish(run: TrackedRun, result: Mapping[str, Any], output_dir: Path) -> None:
     """Log the job's measurements, datasets and files, then close the run with the job's
     outcome."""
     client = run.client
     try:
-        client.log_batch(run.run_id, metrics=list(metrics(result)), tags=[
-            RunTag(k, redact.text(v)) for k, v in result_tags(result).items()])
-        if result.get("data_sizes"):
-            client.log_inputs(run.run_id, datasets=dataset_inputs(result))
-        log_files(client, run.run_id, result, output_dir)
+        complete(client, run.run_id, result, output_dir, fresh=True)
     finally:
         client.set_terminated(run.run_id, status=run_status(result["status"]))
+
+
+def complete(client: MlflowClient, run_id: str, result: Mapping[str, Any], output_dir: Path,
+             fresh: bool = False) -> None:
+    """Everything of the job's record the run does not hold yet: metrics (per-epoch ones the job
+    process logged live are not logged twice), tags, dataset inputs, files, and last the record
+    tag. fresh=False (runner.sync): the run may hold part of it already; only what is missing
+    is added, so completing twice changes nothing."""
+    have_params, have_steps, have_inputs = set(), set(), set()
+    if not fresh:
+        existing = client.get_run(run_id)
+        have_params = set(existing.data.params)
+        have_inputs = {d.dataset.name for d in existing.inputs.dataset_inputs}
+        for phase, history in (result.get("history") or {}).items():
+            for name in history:
+                key = f"{phase}_{name}"
+                have_steps |= {(key, m.step) for m in client.get_metric_history(run_id, key)}
+        singles = set(existing.data.metrics) - {k for k, _ in have_steps}
+        have_steps |= {(k, 0) for k in singles}
+    todo = [m for m in metrics(result, all_phases=not fresh) if (m.key, m.step) not in have_steps]
+    client.log_batch(run_id, metrics=todo, tags=[
+        RunTag(k, redact.text(v)) for k, v in result_tags(result).items()])
+    if not fresh and output_dir.joinpath(".hydra", "resolved.yaml").is_file():
+        from omegaconf import OmegaConf
+
+        on_disk = params(OmegaConf.load(output_dir / ".hydra" / "resolved.yaml"))
+        missing = [Param(k, v) for k, v in on_disk.items() if k not in have_params]
+        if missing:
+            client.log_batch(run_id, params=missing)
+    if result.get("data_sizes"):
+        inputs = [d for d in dataset_inputs(result) if d.dataset.name not in have_inputs]
+        if inputs:
+            client.log_inputs(run_id, datasets=inputs)
+    log_files(client, run_id, result, output_dir)
+    client.set_tag(run_id, RECORD_TAG, record_digest(result))
+
+
+def record_digest(result: Mapping[str, Any]) -> str:
+    """A digest of what a run must hold of `result` (its `tracking` field aside, which says
+    where the run is, not what the job did)."""
+    import hashlib
+    import json
+
+    content = json.dumps({k: v for k, v in result.items() if k != "tracking"}, sort_keys=True,
+                         default=str)
+    return hashlib.sha256(content.encode()).hexdigest()[:16]
 
 
 def abort(run: TrackedRun) -> None:
@@ -351,11 +398,11 @@ def result_tags(result: Mapping[str, Any]) -> dict[str, str]:
     return tags
 
 
-def metrics(result: Mapping[str, Any]) -> Iterator[Metric]:
-    """Per-epoch curves (step = epoch) of the phases the job process did not log live, then the
-    job's single numbers."""
+def metrics(result: Mapping[str, Any], all_phases: bool = False) -> Iterator[Metric]:
+    """Per-epoch curves (step = epoch) of the phases the job process did not log live (all of
+    them, all_phases=True), then the job's single numbers."""
     now = int(time.time() * 1000)
-    live = set(result.get("metrics_logged_live") or ())
+    live = set() if all_phases else set(result.get("metrics_logged_live") or ())
     for phase, history in (result.get("history") or {}).items():
         if phase in live:
             continue
