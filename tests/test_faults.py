@@ -97,18 +97,18 @@ def assert_all_gone(processes: list[psutil.Process], timeout: float = 15) -> Non
     ("cluster.workers=0", ["cluster.workers=0", ">= 1"]),
 ])
 def test_bad_config_fails_fast_and_names_what_is_valid(override, named, tmp_path):
-    poison = tmp_path / "poison" / "tensorflow"
-    poison.mkdir(parents=True)
-    (poison / "__init__.py").write_text("raise ImportError('tensorflow imported')\n")
-    start = time.monotonic()
+    # Fast means: neither TensorFlow nor MLflow imported (their imports are the seconds); a
+    # wall-clock bound would only measure how busy the machine is.
+    for heavy in ("tensorflow", "mlflow"):
+        poison = tmp_path / "poison" / heavy
+        poison.mkdir(parents=True)
+        (poison / "__init__.py").write_text(f"raise ImportError('{heavy} imported')\n")
     proc = runner(f"hydra.run.dir={tmp_path / 'run'}", *override.split(),
-                  env={"PYTHONPATH": str(poison.parent)})
-    elapsed = time.monotonic() - start
+                  env={"PYTHONPATH": str(tmp_path / "poison")})
     assert proc.returncode != 0
     for text in named:
         assert text in proc.stderr, (text, proc.stderr)
-    assert "tensorflow imported" not in proc.stderr
-    assert elapsed < 2.0, f"{elapsed:.2f} s"
+    assert "imported" not in proc.stderr
     assert not (tmp_path / "run").exists()  # nothing half-made
 
 

@@ -74,7 +74,8 @@ def test_single_job_example_passes(example, tmp_path, saved_run):
 
 def test_matrix_example_is_the_sweep_test_matrix_runs():
     (example,) = [e for e in EXAMPLES if "experiment=matrix" in e]
-    assert example[len("runner "):] in (ROOT / "tests" / "test_matrix.py").read_text()
+    as_args = ", ".join(f'"{w}"' for w in example.split()[1:])
+    assert as_args in (ROOT / "tests" / "test_matrix.py").read_text()
 
 
 def test_tutorial_all_example_and_report(tmp_path):

@@ -13,8 +13,8 @@ from conftest import FAST, PREPARE_MNIST, ROOT, read_result
 from hydra import compose, initialize_config_dir
 from omegaconf import OmegaConf
 
+from runner import app, schema
 from runner import result as results
-from runner import schema
 
 CONTRACT = {
     "status", "strategy", "load_strategy", "save_api", "load_api", "model", "data", "keras",
@@ -203,6 +203,7 @@ def test_mnist_path_with_mocked_tfds(tmp_path):
     schema.register()
     with initialize_config_dir(config_dir=str(ROOT / "conf"), version_base="1.3"):
         cfg = compose(config_name="config", overrides=["data=mnist", "strategy=mirrored", *FAST])
+    app.choose_save_api(cfg)  # as the runner does before writing a job's config
     config = tmp_path / "job.yaml"
     OmegaConf.save(cfg, config, resolve=True)
     proc = subprocess.run(
