@@ -119,21 +119,58 @@ def check_output_dir(directory: Path, key: str, fresh: bool) -> None:
 
 
 def run_tracked(cfg: DictConfig, output_dir: Path, overrides: list[str]) -> dict[str, Any]:
-    """The job inside an MLflow run that is always closed: FINISHED, FAILED or KILLED."""
+    """The job inside an MLflow run that is always closed: FINISHED, FAILED or KILLED.
+
+    A store that is away when a single job starts fails it at once (a wrong URI, most likely).
+    One that goes away after a sweep or the job started costs no work (mlflow.on_lost=continue):
+    the job runs (on) untracked, its result.json says `tracking: pending`, and
+    `python -m runner.sync` brings the store up to date once it is back."""
     from runner import tracking  # MLflow costs seconds to import: job time, not config time
 
+    job = sweep_parent()
     try:
-        run = tracking.start(cfg, output_dir, overrides, sweep_parent())
-    except Exception as e:  # any failure, not only an unreachable store: recorded, not raised
+        run = tracking.start(cfg, output_dir, overrides, job, brief=job is not None)
+    except tracking.TrackingUnavailableError as e:
+        if job is None or cfg.mlflow.on_lost != "continue":
+            return not_tracked(cfg, output_dir, overrides, e)
+        result = run_in_subprocess(cfg, output_dir, overrides, reporting=False)
+        return tracking_lost(cfg, result, output_dir, None, e)
+    except Exception as e:  # any other failure, too: recorded, not raised
         return not_tracked(cfg, output_dir, overrides, e)
     try:
         with tracking.system_metrics(run, cfg.mlflow.system_metrics):
-            result = run_in_subprocess(cfg, output_dir, overrides, tracking.job_env(run))
+            result = run_in_subprocess(cfg, output_dir, overrides, tracking.job_env(run),
+                                       reporting=False)
     except BaseException:  # a bug of the runner's own: the run must still end
-        tracking.abort(run)
+        with contextlib.suppress(Exception):
+            tracking.abort(run)
         raise
-    tracking.finish(run, result, output_dir)
+    # Said before finishing, so that the result.json the run holds is the one on disk; if the
+    # store goes away meanwhile, `pending` replaces it on disk and runner.sync uploads that.
+    result["tracking"] = {"status": "recorded", "run_id": run.run_id}
+    results.write(output_dir, result)
+    try:
+        tracking.finish(run, result, output_dir)
+    except Exception as e:  # the store went away while the job ran: its record is on disk
+        return tracking_lost(cfg, result, output_dir, run, e)
+    report(result, output_dir)
     print(f"MLflow run: {run.open_with()}", flush=True)
+    return result
+
+
+def tracking_lost(cfg: DictConfig, result: dict[str, Any], output_dir: Path, run: Any,
+                  e: Exception) -> dict[str, Any]:
+    """The store is away, the job's work is done and on disk: `tracking: pending` (or, with
+    mlflow.on_lost=fail, a failure in phase `tracking`), and the command that syncs it."""
+    from runner import tracking
+
+    reason = tracking.unavailable(run.uri if run else tracking.configure(cfg.mlflow)[0], e)
+    result["tracking"] = {"status": "pending", "run_id": run.run_id if run else None,
+                          "reason": reason}
+    if cfg.mlflow.on_lost == "fail" and result["status"] == "passed":
+        results.set_error(result, tracking.TrackingUnavailableError(reason), "tracking", None)
+    results.write(output_dir, result)
+    report(result, output_dir)
     return result
 
 
@@ -202,9 +239,11 @@ def job_sides(cfg: DictConfig) -> list[str]:
 
 
 def run_in_subprocess(cfg: DictConfig, output_dir: Path, overrides: list[str],
-                      extra_env: dict[str, str] | None = None) -> dict[str, Any]:
+                      extra_env: dict[str, str] | None = None,
+                      reporting: bool = True) -> dict[str, Any]:
     """Run `python -m runner.job` on the resolved config, once per side (and, for cluster=local,
-    as every worker), its output teed into job.log."""
+    as every worker), its output teed into job.log. reporting=False: the caller prints the
+    summary (once the MLflow run is closed)."""
     output_dir.mkdir(parents=True, exist_ok=True)
     keep_secrets_out(cfg, output_dir)
     env = {**redact.environ(), "PYTHONUNBUFFERED": "1"}
@@ -233,7 +272,8 @@ def run_in_subprocess(cfg: DictConfig, output_dir: Path, overrides: list[str],
                 results.write(output_dir, result)
             if result["status"] != "running":
                 break
-    report(result, output_dir)
+    if reporting:
+        report(result, output_dir)
     return result
 
 

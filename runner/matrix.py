@@ -197,9 +197,11 @@ def _label(cell: str) -> str:
     return "\n".join(dict.fromkeys(parts))
 
 
-def to_html(m: Matrix, href: Callable[[str], str] | None = None) -> str:
+def to_html(m: Matrix, href: Callable[[str], str] | None = None,
+            compare: str | None = None) -> str:
     """The matrix as an HTML table, each cell coloured like the heatmap and, given `href`
-    (run id -> link), linking to its jobs' runs in the MLflow UI."""
+    (run id -> link), linking to its jobs' runs in the MLflow UI; given `compare`, a link to
+    the UI's comparison of all of them above it."""
     def cell(r: tuple[str, ...], c: tuple[str, ...]) -> str:
         text = html.escape(m.cell(r, c))
         links = [f'<a href="{html.escape(href(run))}" target="_top">run</a>'
@@ -216,15 +218,17 @@ def to_html(m: Matrix, href: Callable[[str], str] | None = None) -> str:
             "<style>body{font-family:sans-serif}table{border-collapse:collapse}"
             "td,th{border:1px solid #999;padding:4px 8px;font-size:13px;vertical-align:top}"
             "</style>"
-            f"<table><tr>{head}</tr>{body}</table>\n")
+            + (f'<p><a href="{html.escape(compare)}" target="_top">Compare these '
+               f"{sum(map(len, m.runs.values()))} runs side by side</a></p>" if compare else "")
+            + f"<table><tr>{head}</tr>{body}</table>\n")
 
 
-def write(m: Matrix, directory: Path,
-          href: Callable[[str], str] | None = None) -> dict[str, Path]:
+def write(m: Matrix, directory: Path, href: Callable[[str], str] | None = None,
+          compare: str | None = None) -> dict[str, Path]:
     """matrix.md, matrix.csv, matrix.png and matrix.html in `directory`."""
     paths = {name: directory / f"matrix.{name}" for name in ("md", "csv", "png", "html")}
     paths["md"].write_text(to_markdown(m))
     paths["csv"].write_text(to_csv(m))
-    paths["html"].write_text(to_html(m, href))
+    paths["html"].write_text(to_html(m, href, compare))
     heatmap(m).savefig(paths["png"], dpi=120)
     return paths

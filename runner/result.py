@@ -173,7 +173,11 @@ def summary_line(result: dict[str, Any]) -> str:
         if err.get("hint"):
             head += f" (hint: {err['hint']})"
     head += f" | {result.get('output_dir', '')}"
-    if result.get("mlflow_run_url"):
+    tracking = result.get("tracking") or {}
+    if tracking.get("status") == "pending":
+        head += (f" | MLflow unreachable, record pending: python -m runner.sync "
+                 f"{result.get('output_dir', '')}")
+    elif result.get("mlflow_run_url"):
         head += f" | {result['mlflow_run_url']}"
     return head
 

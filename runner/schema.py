@@ -177,6 +177,10 @@ class Mlflow:
     system_metrics: bool = MISSING
     http_timeout_s: int = MISSING
     http_max_retries: int = MISSING
+    # "continue" (a store that goes away after the start: go on untracked, sync later) or
+    # "fail" (a failure in phase `tracking`; the work is on disk either way). Not an Enum:
+    # `continue` cannot be a member's name.
+    on_lost: str = MISSING
 
 
 @dataclass
@@ -295,6 +299,7 @@ _RANGES: list[tuple[str, Any, str]] = [
     ("cluster.gpus_per_node", lambda v: v is None or v >= 0, "an integer >= 0"),
     ("mlflow.http_timeout_s", lambda v: v >= 1, "an integer >= 1"),
     ("mlflow.http_max_retries", lambda v: v >= 0, "an integer >= 0"),
+    ("mlflow.on_lost", lambda v: v in ("continue", "fail"), "continue or fail"),
 ]
 
 

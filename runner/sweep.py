@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import Any
 
 from hydra.experimental.callback import Callback
-from omegaconf import DictConfig
+from omegaconf import DictConfig, OmegaConf
 
 from runner import interrupt, redact
 from runner import result as results
@@ -41,13 +41,17 @@ class SweepCallback(Callback):
         swept, jobs = sweep_plan(config)
         info: dict[str, Any] = {"parent_run_id": None, "tracking_uri": None,
                                 "experiment_id": None, "swept": swept, "jobs": jobs,
-                                "started": time.time()}
+                                "name": parent_name(config, sweep_dir, swept, jobs),
+                                "started": time.time(),
+                                # what runner.sync needs to reach the store again (masked)
+                                "mlflow": redact.tree(OmegaConf.to_container(
+                                    config.mlflow, resolve=True))}
         with interrupt.deferred():  # a parent run created must be recorded, to be closed
             if config.mlflow.enabled:
                 from runner import tracking
 
                 try:
-                    parent = tracking.start_parent(config, sweep_dir)
+                    parent = tracking.start_parent(config, sweep_dir, info["name"])
                 except tracking.TrackingUnavailableError as e:
                     # Not a warning (what Hydra makes of a callback's exception): every job
                     # would fail the same way, unlinked to any sweep.
@@ -65,6 +69,15 @@ class SweepCallback(Callback):
 
     def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
         close(Path(config.hydra.sweep.dir).resolve(), "finished")
+
+
+def parent_name(config: DictConfig, sweep_dir: Path, swept: list[str], jobs: int | None) -> str:
+    """The parent run's name, short enough for the runs table and saying what the sweep
+    compares: 'sweep 01-36-47: experiment=matrix (32 jobs)', 'sweep 01-36-47: load_api ×
+    save_api (4 jobs)'."""
+    preset = (config.hydra.runtime.get("choices") or {}).get("experiment")
+    what = f"experiment={preset}" if preset else " × ".join(swept) or "one job"
+    return f"sweep {sweep_dir.name}: {what}" + (f" ({jobs} jobs)" if jobs else "")
 
 
 def sweep_plan(config: DictConfig) -> tuple[list[str], int | None]:
@@ -190,6 +203,7 @@ def close(sweep_dir: Path, status: str, e: BaseException | None = None) -> None:
     records = [matrix.record_from_result(r) for r in done]
     info = sweep_info(sweep_dir)
     paths = {}
+    compare = None  # the UI page comparing the sweep's runs
     if records:  # a sweep stopped before its first job wrote anything has no matrix
         m = matrix.build(records)
         href = None
@@ -200,7 +214,11 @@ def close(sweep_dir: Path, status: str, e: BaseException | None = None) -> None:
                 return tracking.TrackedRun(info["tracking_uri"], run_id,
                                            info.get("experiment_id")).href
 
-        paths = matrix.write(m, sweep_dir, href)
+            run_ids = [r["mlflow_run_id"] for r in done if r.get("mlflow_run_id")]
+            compare = tracking.compare_page(info.get("experiment_id"), run_ids) \
+                if run_ids else None
+        paths = matrix.write(m, sweep_dir, href, compare and tracking.href(
+            info["tracking_uri"], compare))
         print(f"\nCompatibility matrix ({sweep_dir}"
               f"{'' if status == 'finished' else ', ' + status}):\n\n"
               f"{matrix.to_markdown(m)}", flush=True)
@@ -211,11 +229,48 @@ def close(sweep_dir: Path, status: str, e: BaseException | None = None) -> None:
 
         parent = tracking.TrackedRun(info["tracking_uri"], info["parent_run_id"],
                                      info.get("experiment_id"))
-        if e is not None:
-            tracking.close_running_children(parent, e)
-        tracking.finish_parent(parent, paths, sweep_dir, status)
-        print(f"MLflow parent run (matrix.html links every cell to its run): "
-              f"{parent.open_with()}", flush=True)
+        try:
+            if e is not None:
+                tracking.close_running_children(parent, e)
+            tracking.finish_parent(parent, paths, sweep_dir, status)
+            parent.client.set_tag(parent.run_id, tracking.RECORD_TAG, tracking.sweep_digest(done))
+        except Exception as lost:  # the store went away: the record is on disk
+            print(f"Could not close the sweep's parent run: "
+                  f"{tracking.unavailable(parent.uri, lost)}", file=sys.stderr, flush=True)
+            note_parent(sweep_dir, "pending")
+        pending = [r for r in done if (r.get("tracking") or {}).get("status") == "pending"]
+        if pending or sweep_info(sweep_dir).get("parent_status") == "pending":
+            sync_once(sweep_dir, info)
+        else:
+            print(f"MLflow parent run (matrix.html links every cell to its run): "
+                  f"{parent.open_with()}", flush=True)
+            if compare:
+                print(f"Its runs side by side: {tracking.open_with(parent.uri, compare)}",
+                      flush=True)
+
+
+def sync_once(sweep_dir: Path, info: dict[str, Any]) -> None:
+    """Try once (bounded by the HTTP settings) to bring the store up to date with the sweep's
+    pending records; say what remains pending and how to sync it later."""
+    from runner import sync
+
+    print(f"MLflow was unreachable during the sweep: syncing {sweep_dir} once ...", flush=True)
+    outcomes = sync.sync([sweep_dir], OmegaConf.create(info["mlflow"]))
+    left = [o for o in outcomes if not o.ok]
+    for o in outcomes:
+        if o.what != "up to date":
+            print(f"  {o.line()}", flush=True)
+    if left:
+        print(f"{len(left)} record(s) still pending; when the store is back: "
+              f"python -m runner.sync {sweep_dir}", flush=True)
+
+
+def note_parent(sweep_dir: Path, status: str) -> None:
+    """sweep.json says whether the parent run holds the sweep's record (recorded/pending)."""
+    info = sweep_info(sweep_dir)
+    if info and info.get("parent_status") != status:
+        info["parent_status"] = status
+        results.write_atomic(sweep_dir / SWEEP_FILE, json.dumps(info, indent=2) + "\n")
 
 
 def job_dirs(sweep_dir: Path) -> list[Path]:

@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from mlflow.entities import Metric, Param, RunTag
+from mlflow.exceptions import MlflowException
 from mlflow.tracking import MlflowClient
 from mlflow.utils.validation import MAX_PARAM_VAL_LENGTH
 
@@ -39,8 +40,11 @@ for _name in ("mlflow.store.db.utils", "mlflow.system_metrics", "alembic.runtime
 
 RUN_ID_ENV = "MLFLOW_RUN_ID"
 RUN_URL_ENV = "RUNNER_MLFLOW_RUN_URL"  # where the job's run is in the UI, for its summary line
-# MLflow 3's UI opens an experiment of this kind on its runs table (not on GenAI traces).
+# What the experiment is for, in MLflow's own tag. (The 3.17 UI does not open it by this tag: it
+# opens in its GenAI mode unless the link says WORKFLOW, measured in a headless browser.)
 EXPERIMENT_KIND = ("mlflow.experimentKind", "custom_model_development")
+# The MLflow UI mode in which runs show as training runs (see TrackedRun.page).
+WORKFLOW = "workflowType=machine_learning"
 SYSTEM_METRICS_INTERVAL_S = 2  # MLflow's default, 10 s, gives one sample of a short job
 
 
@@ -77,23 +81,47 @@ class TrackedRun:
 
     @property
     def page(self) -> str:
-        return f"#/experiments/{self.experiment_id}/runs/{self.run_id}"
+        # The UI opens in its GenAI mode unless told (MLflow 3.17: the run then shows as an
+        # "evaluation run"); workflowType puts it in "Model training", where runs are runs.
+        return f"#/experiments/{self.experiment_id}/runs/{self.run_id}?{WORKFLOW}"
 
     @property
     def href(self) -> str:
-        """A link to the run from a page the same UI shows (an HTML artifact): absolute on a
-        server, from the UI's root for `mlflow ui` on the embedded store."""
-        return self.url if self.url.startswith("http") else f"/{self.page}"
+        """A link to the run from a page the same UI shows (an HTML artifact)."""
+        return href(self.uri, self.page)
 
     def open_with(self) -> str:
         """How to see the run in a browser, in one line."""
-        if self.uri.startswith(("http://", "https://")):
-            return self.url
-        return (f"mlflow ui --backend-store-uri {self.uri} --port 5000, then "
-                f"http://127.0.0.1:5000/{self.page}")
+        return open_with(self.uri, self.page)
 
 
-def configure(mcfg: Any) -> tuple[str, str | None]:
+def href(uri: str, page: str) -> str:
+    """A link to a UI page from a page the same UI shows: absolute on a server, from the UI's
+    root for `mlflow ui` on the embedded store."""
+    if uri.startswith(("http://", "https://")):
+        return redact.text(f"{uri.rstrip('/')}/{page}")
+    return f"/{page}"
+
+
+def open_with(uri: str, page: str) -> str:
+    """How to see a UI page of the store at `uri` in a browser, in one line."""
+    if uri.startswith(("http://", "https://")):
+        return href(uri, page)
+    return f"mlflow ui --backend-store-uri {uri} --port 5000, then http://127.0.0.1:5000/{page}"
+
+
+def compare_page(experiment_id: str | None, run_ids: list[str]) -> str:
+    """The UI's side-by-side comparison of these runs: their params (the differing ones first
+    in its parallel-coordinates plot), metrics and tags in one table."""
+    import json
+    from urllib.parse import quote
+
+    runs = quote(json.dumps(run_ids, separators=(",", ":")))
+    experiments = quote(json.dumps([experiment_id]))
+    return f"#/compare-runs?runs={runs}&experiments={experiments}&{WORKFLOW}"
+
+
+def configure(mcfg: Any, brief: bool = False) -> tuple[str, str | None]:
     """The configured store: (tracking URI, artifact location or None).
 
     Also shortens MLflow's HTTP retries (defaults: 7 retries, 120 s timeout) so that an
@@ -101,13 +129,15 @@ def configure(mcfg: Any) -> tuple[str, str | None]:
     The URI is passed explicitly, never through mlflow.set_tracking_uri: that also sets
     MLFLOW_TRACKING_URI in os.environ, which the next job of a sweep would read as its config.
     """
-    os.environ["MLFLOW_HTTP_REQUEST_MAX_RETRIES"] = str(mcfg.http_max_retries)
+    # brief: one try (a sweep's job looking whether a store that went away is back).
+    os.environ["MLFLOW_HTTP_REQUEST_MAX_RETRIES"] = "0" if brief else str(mcfg.http_max_retries)
     os.environ["MLFLOW_HTTP_REQUEST_TIMEOUT"] = str(mcfg.http_timeout_s)
     os.environ["MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR"] = "1"
+    # MLflow's own "View run at" lines: the runner prints its own, which open the UI in its
+    # "Model training" mode (TrackedRun.page) and never carry a password from the URI.
+    os.environ["MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT"] = "true"
     if mcfg.tracking_uri:
         uri, artifacts = mcfg.tracking_uri, None  # a server chooses its own artifact store
-        if redact.text(uri) != uri:  # a password in the URI: MLflow would print it in run links
-            os.environ["MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT"] = "true"
     else:
         store = Path(mcfg.store_dir or DEFAULT_STORE_DIR).resolve()
         store.mkdir(parents=True, exist_ok=True)
@@ -115,7 +145,8 @@ def configure(mcfg: Any) -> tuple[str, str | None]:
     return uri, artifacts
 
 
-def start(cfg: Any, output_dir: Path, overrides: list[str], sweep: Any = None) -> TrackedRun:
+def start(cfg: Any, output_dir: Path, overrides: list[str], sweep: Any = None,
+          brief: bool = False) -> TrackedRun:
     """Create the job's run with its params and tags. `sweep`: the parent run, this job's
     number in it and the keys the sweep varies (runner.sweep.Job). The job process finds the
     run through `job_env(run)`."""
@@ -124,7 +155,8 @@ def start(cfg: Any, output_dir: Path, overrides: list[str], sweep: Any = None) -
     if sweep is not None:
         tags["mlflow.parentRunId"], tags["job_num"] = sweep.parent_run_id, str(sweep.num)
         name = swept_name(cfg, overrides, sweep.swept)
-    run = _create_run(cfg.mlflow, name, tags)
+    run = _create_run(cfg.mlflow, name, tags, brief)
+    configure(cfg.mlflow)  # the usual retries again for the rest of the job
     try:
         run.client.log_batch(run.run_id, params=[Param(k, v) for k, v in params(cfg).items()])
     except Exception as e:
@@ -132,13 +164,13 @@ def start(cfg: Any, output_dir: Path, overrides: list[str], sweep: Any = None) -
     return run
 
 
-def start_parent(cfg: Any, sweep_dir: Path) -> TrackedRun:
+def start_parent(cfg: Any, sweep_dir: Path, name: str) -> TrackedRun:
     """The sweep's parent run; creating it also creates the store and the experiment, once,
     before parallel jobs start (several processes creating a fresh sqlite store collide)."""
-    swept = " ".join(cfg.hydra.overrides.task)
-    return _create_run(cfg.mlflow, f"sweep {sweep_dir.name}: {swept}"[:250], {
-        "runner.sweep": "true", "sweep_dir": str(sweep_dir), "overrides": swept or "(defaults)",
-        "status": "running"})
+    overrides = " ".join(cfg.hydra.overrides.task)
+    return _create_run(cfg.mlflow, name, {
+        "runner.sweep": "true", "sweep_dir": str(sweep_dir),
+        "overrides": overrides or "(defaults)", "status": "running"})
 
 
 def finish_parent(run: TrackedRun, matrix_files: Mapping[str, Path], sweep_dir: Path,
@@ -174,23 +206,36 @@ def close_running_children(parent: TrackedRun, e: BaseException) -> None:
             abort(run)
 
 
-def _create_run(mcfg: Any, name: str, tags: dict[str, str]) -> TrackedRun:
+def _create_run(mcfg: Any, name: str, tags: dict[str, str], brief: bool = False) -> TrackedRun:
     uri = mcfg.tracking_uri or mcfg.store_dir or str(DEFAULT_STORE_DIR)
     try:
-        uri, artifacts = configure(mcfg)
+        uri, artifacts = configure(mcfg, brief)
         with store_lock(uri):  # MlflowClient creates a fresh store's tables
             client = MlflowClient(uri)
-            experiment = client.get_experiment_by_name(mcfg.experiment_name)
-            experiment_id = (experiment.experiment_id if experiment else client.create_experiment(
-                mcfg.experiment_name, artifact_location=artifacts,
-                tags=dict([EXPERIMENT_KIND])))
-            if experiment and EXPERIMENT_KIND[0] not in experiment.tags:  # made by an older runner
-                client.set_experiment_tag(experiment_id, *EXPERIMENT_KIND)
+            experiment_id = experiment(client, mcfg.experiment_name, artifacts)
         run = client.create_run(experiment_id, run_name=redact.text(name),
                                 tags={k: redact.text(v) for k, v in tags.items()})
         return TrackedRun(uri, run.info.run_id, experiment_id)
     except Exception as e:
         raise TrackingUnavailableError(unavailable(uri, e)) from e
+
+
+def experiment(client: MlflowClient, name: str, artifacts: str | None) -> str:
+    """The runner's experiment in the store (created as a model-training one if missing)."""
+    found = client.get_experiment_by_name(name)
+    if found is None:
+        try:
+            return client.create_experiment(name, artifact_location=artifacts,
+                                             tags=dict([EXPERIMENT_KIND]))
+        except MlflowException as e:
+            # Created meanwhile: by another runner on the same server, or by this request
+            # itself when its reply timed out and the retry found the experiment there.
+            if e.error_code != "RESOURCE_ALREADY_EXISTS":
+                raise
+            found = client.get_experiment_by_name(name)
+    if EXPERIMENT_KIND[0] not in found.tags:  # made by an older runner
+        client.set_experiment_tag(found.experiment_id, *EXPERIMENT_KIND)
+    return found.experiment_id
 
 
 def unavailable(uri: str, e: Exception) -> str:
@@ -310,13 +355,19 @@ def complete(client: MlflowClient, run_id: str, result: Mapping[str, Any], outpu
     client.set_tag(run_id, RECORD_TAG, record_digest(result))
 
 
+def sweep_digest(done: list[Mapping[str, Any]]) -> str:
+    """A digest of a sweep's record: its jobs' records."""
+    return record_digest({"jobs": [record_digest(r) for r in done]})
+
+
 def record_digest(result: Mapping[str, Any]) -> str:
-    """A digest of what a run must hold of `result` (its `tracking` field aside, which says
-    where the run is, not what the job did)."""
+    """A digest of what a run must hold of `result`, less the fields that say where the run is
+    (runner.sync fills them in), not what the job did."""
     import hashlib
     import json
 
-    content = json.dumps({k: v for k, v in result.items() if k != "tracking"}, sort_keys=True,
+    where = ("tracking", "mlflow_run_id", "mlflow_run_url")
+    content = json.dumps({k: v for k, v in result.items() if k not in where}, sort_keys=True,
                          default=str)
     return hashlib.sha256(content.encode()).hexdigest()[:16]
 
@@ -352,7 +403,7 @@ def params(cfg: Any) -> dict[str, str]:
     """The resolved config as dotted keys, values cut to MLflow's length limit."""
     from omegaconf import OmegaConf
 
-    flat = dict(_flatten(OmegaConf.to_container(cfg, resolve=True)))
+    flat = dict(_flatten(OmegaConf.to_container(cfg, resolve=True, enum_to_str=True)))
     return {k: redact.text(str(v))[:MAX_PARAM_VAL_LENGTH] for k, v in flat.items()}
 
 

@@ -18,7 +18,17 @@ from pathlib import Path
 
 import psutil
 import pytest
-from conftest import FAST, PREPARE_MNIST, ROOT, free_port, read_result, runner, sweep_results
+from conftest import (
+    FAST,
+    NO_SERVER_JOBS,
+    PREPARE_MNIST,
+    ROOT,
+    free_port,
+    read_result,
+    runner,
+    stop_group,
+    sweep_results,
+)
 
 STALL = "RUNNER_STALL_AT_PHASE"  # runner.scenario.STALL_ENV (not imported: it imports TF)
 TRACKED = [*FAST[:-1], "mlflow.log_model=false"]  # FAST with tracking on
@@ -391,7 +401,7 @@ def auth_server(tmp_path_factory):
          "--backend-store-uri", f"sqlite:///{base / 'mlflow.db'}",
          "--artifacts-destination", str(base / "artifacts"),
          "--host", "127.0.0.1", "--port", str(port)],
-        env={**os.environ, "MLFLOW_AUTH_CONFIG_PATH": str(base / "auth.ini"),
+        env={**os.environ, **NO_SERVER_JOBS, "MLFLOW_AUTH_CONFIG_PATH": str(base / "auth.ini"),
              "MLFLOW_FLASK_SERVER_SECRET_KEY": "flask-key-for-tests"},
         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
     import urllib.request
@@ -407,8 +417,7 @@ def auth_server(tmp_path_factory):
         wait_for(up, "the MLflow server", timeout=120)
         yield f"http://127.0.0.1:{port}", base
     finally:
-        os.killpg(server.pid, signal.SIGTERM)
-        server.wait(timeout=30)
+        stop_group(server)
 
 
 def test_credentials_from_the_environment_work(auth_server, tmp_path):

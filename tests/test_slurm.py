@@ -70,8 +70,8 @@ def runs_by_dir(url: str) -> dict[str, object]:
             for run in client.search_runs([experiment.experiment_id])}
 
 
-def test_a_single_task_job_and_a_two_task_multi_worker_job(slurm, mlflow_server, tmp_path):
-    url, _ = mlflow_server
+def test_a_single_task_job_and_a_two_task_multi_worker_job(slurm, server, tmp_path):
+    url = server.url
     sweep_dir = tmp_path / "single"
     proc = launch(f"hydra.sweep.dir={sweep_dir}", *TINY, f"mlflow.tracking_uri={url}",
                   "hydra.launcher.timeout_min=10")
@@ -121,9 +121,8 @@ def test_two_multi_worker_jobs_at_once_on_one_node_keep_their_own_clusters(slurm
     assert (sweep_dir / "matrix.md").exists()
 
 
-def test_scancel_ends_the_job_interrupted_and_the_sweep_promptly(slurm, mlflow_server,
-                                                                 tmp_path):
-    url, _ = mlflow_server
+def test_scancel_ends_the_job_interrupted_and_the_sweep_promptly(slurm, server, tmp_path):
+    url = server.url
     sweep_dir = tmp_path / "sweep"
     proc = launch(f"hydra.sweep.dir={sweep_dir}", "train.epochs=400", "verbose=2",
                   f"mlflow.tracking_uri={url}", "mlflow.log_model=false",

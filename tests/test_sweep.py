@@ -2,6 +2,11 @@
 
 from __future__ import annotations
 
+import html
+import json
+import re
+from urllib.parse import parse_qs
+
 import pytest
 from conftest import runner, sweep_results
 from mlflow.tracking import MlflowClient
@@ -53,12 +58,26 @@ def test_sweep_has_a_parent_run_children_and_a_matrix(tmp_path, launcher, capsys
     page = (sweep_dir / "matrix.html").read_text()
     for result in results:
         assert (f'href="/#/experiments/{experiment.experiment_id}/runs/'
-                f'{result["mlflow_run_id"]}" target="_top"') in page
-    # Run names: short, and unique in the sweep (the swept choices tell them apart).
+                f'{result["mlflow_run_id"]}?workflowType=machine_learning" target="_top"') in page
+    # ... and to the UI's side-by-side comparison of all four, also printed at the end.
+    compare = re.search(r'<a href="(/#/compare-runs\?[^"]+)" target="_top">Compare these 4 runs',
+                        page)
+    assert compare, page
+    query = parse_qs(html.unescape(compare.group(1)).split("?", 1)[1])
+    assert sorted(json.loads(query["runs"][0])) == sorted(r.info.run_id for r in children)
+    assert json.loads(query["experiments"][0]) == [experiment.experiment_id]
+    assert query["workflowType"] == ["machine_learning"]
+    assert f"Its runs side by side: mlflow ui --backend-store-uri sqlite:///{store_dir}" \
+        in proc.stdout
+    # Run names: short, and unique in the sweep (the swept choices tell them apart); the
+    # parent's says what the sweep compares.
     names = [run.info.run_name for run in children]
     assert len(set(names)) == 4 and all(" digits" not in n for n in names), names
+    assert parent.info.run_name == "sweep sweep: load_api × save_api (4 jobs)"
     # Progress after each job; the parent run's link at the end.
-    assert "sweep: 4/4 jobs done" in proc.stdout and "sweep: 1/4 jobs done" in proc.stdout
+    # (Two jobs that end together under joblib can both count 2 done: no "1/4" then.)
+    assert "sweep: 4/4 jobs done" in proc.stdout
+    assert re.search(r"sweep: [123]/4 jobs done \(", proc.stdout)
     assert "MLflow parent run (matrix.html links every cell to its run):" in proc.stdout
     lines = markdown.splitlines()
     assert lines[0] == "| save_api ↓ / load_api → | keras | saved_model |"
