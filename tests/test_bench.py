@@ -6,12 +6,14 @@ import json
 import subprocess
 import sys
 
+import pytest
 from conftest import ROOT
 
 SECTIONS = {"overhead", "startup", "throughput", "save_load", "sweeps", "speed_options",
             "resume_check"}
 
 
+@pytest.mark.slow  # about 35 runner jobs and bare scripts
 def test_bench_smoke_runs_every_section(tmp_path):
     proc = subprocess.run([sys.executable, "bench/run.py", "--smoke", "--out", str(tmp_path)],
                           cwd=ROOT, capture_output=True, text=True, timeout=1200)

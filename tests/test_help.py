@@ -78,6 +78,7 @@ def test_matrix_example_is_the_sweep_test_matrix_runs():
     assert as_args in (ROOT / "tests" / "test_matrix.py").read_text()
 
 
+@pytest.mark.slow  # 16 jobs
 def test_tutorial_all_example_and_report(tmp_path):
     (example,) = [e for e in EXAMPLES if "experiment=tutorial_all" in e]
     sweep_dir, store = tmp_path / "sweep", tmp_path / "mlflow"

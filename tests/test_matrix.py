@@ -6,6 +6,8 @@ from __future__ import annotations
 import pytest
 from conftest import FAST, runner, sweep_results
 
+pytestmark = pytest.mark.slow  # 32 jobs: run with -m slow
+
 SAVE_APIS = ("keras", "saved_model", "keras_saved_model", "export")
 LOAD_APIS = ("keras", "saved_model", "hub", "tfsm_layer")
 
