@@ -129,7 +129,8 @@ def run_tracked(cfg: DictConfig, output_dir: Path, overrides: list[str]) -> dict
 
     job = sweep_parent()
     try:
-        run = tracking.start(cfg, output_dir, overrides, job, brief=job is not None)
+        run = tracking.start(cfg, output_dir, overrides, job,
+                             brief=job is not None and job.store_lost)
     except tracking.TrackingUnavailableError as e:
         if job is None or cfg.mlflow.on_lost != "continue":
             return not_tracked(cfg, output_dir, overrides, e)
@@ -170,6 +171,10 @@ def tracking_lost(cfg: DictConfig, result: dict[str, Any], output_dir: Path, run
     if cfg.mlflow.on_lost == "fail" and result["status"] == "passed":
         results.set_error(result, tracking.TrackingUnavailableError(reason), "tracking", None)
     results.write(output_dir, result)
+    if HydraConfig.get().mode == RunMode.MULTIRUN:
+        from runner import sweep
+
+        sweep.note_lost(Path(HydraConfig.get().sweep.dir))
     report(result, output_dir)
     return result
 

@@ -105,6 +105,7 @@ class Job:
     parent_run_id: str
     num: int
     swept: list[str]
+    store_lost: bool = False  # an earlier job found the store gone (LOST_MARK)
 
 
 def progress(sweep_dir: Path) -> str | None:
@@ -284,6 +285,10 @@ def job_results(sweep_dir: Path) -> list[dict[str, Any]]:
     return [results.read(d) for d in job_dirs(sweep_dir) if (d / results.FILENAME).exists()]
 
 
+# A file, not a sweep.json field: jobs running at once under joblib would race on sweep.json.
+LOST_MARK = ".tracking-lost"
+
+
 def sweep_info(sweep_dir: Path) -> dict[str, Any]:
     """What the launching process left for the jobs: the MLflow parent run, if it opened one."""
     try:
@@ -301,4 +306,10 @@ def job(sweep_dir: Path, num: int) -> Job | None:
     info = sweep_info(sweep_dir)
     if not info.get("parent_run_id"):
         return None
-    return Job(info["parent_run_id"], num, list(info.get("swept") or []))
+    return Job(info["parent_run_id"], num, list(info.get("swept") or []),
+               (sweep_dir / LOST_MARK).exists())
+
+
+def note_lost(sweep_dir: Path) -> None:
+    """A job of the sweep found its store gone: the next jobs look for it with one try only."""
+    (sweep_dir / LOST_MARK).touch()

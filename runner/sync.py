@@ -183,6 +183,8 @@ class Store:
         logged = result.get("mlflow_model") or {}
         if logged.get("logged") and (logged.get("model_uri") or "") and self.has_model(run_id):
             return ""
+        if not wanted_model(job):  # mlflow.log_model=false: the job meant to log none
+            return ""
         stored = job / "saved_model"
         with_file = json.loads((stored / "saved_with.json").read_text()) \
             if (stored / "saved_with.json").is_file() else {}
@@ -279,6 +281,16 @@ class Store:
             return Outcome(sweep, "completed", f"parent runs:/{parent_run_id} with its matrix")
         except Exception as e:  # noqa: BLE001
             return Outcome(sweep, "failed", tracking.unavailable(self.uri, e))
+
+
+def wanted_model(job: Path) -> bool:
+    """Whether the job's config asked for an MLflow model (mlflow.log_model)."""
+    from omegaconf import OmegaConf
+
+    resolved = job / ".hydra" / "resolved.yaml"
+    if not resolved.is_file():
+        return True
+    return bool(OmegaConf.select(OmegaConf.load(resolved), "mlflow.log_model", default=True))
 
 
 def _start_ms(job: Path) -> int | None:

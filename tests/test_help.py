@@ -55,6 +55,7 @@ def saved_run(tmp_path_factory):
     return tmp / "mlflow", run.info.run_id
 
 
+@pytest.mark.slow  # 7 jobs; each example's behaviour also has a default-run test of its own
 @pytest.mark.parametrize("example", SINGLE)
 def test_single_job_example_passes(example, tmp_path, saved_run):
     store, run_id = saved_run

@@ -16,9 +16,9 @@ MODULE = {"v3": "keras", "legacy": "tf_keras"}
 
 
 @pytest.mark.parametrize("strategy, load_strategy, batchnorm", [
-    # (exact across replica counts is also asserted, for one job, by test_scenario)
+    # 8 jobs each; the default run has single-job tests of each API below and in test_scenario
     pytest.param("default", "mirrored", "false", marks=pytest.mark.slow),
-    ("mirrored", "default", "true")],
+    pytest.param("mirrored", "default", "true", marks=pytest.mark.slow)],
     ids=["default-to-mirrored", "mirrored-to-default-batchnorm"])
 def test_checkpoints_and_weights_resume_across_strategies(run_sweep, strategy, load_strategy,
                                                           batchnorm):

@@ -147,6 +147,7 @@ def test_scancel_ends_the_job_interrupted_and_the_sweep_promptly(slurm, server, 
     assert "SIGTERM" in result["error"]["message"]
     run = runs_by_dir(url)[result["output_dir"]]
     assert run.info.status == "KILLED"
+    print(f"scancel -> sweep ended in {took:.1f} s", file=sys.stderr)
     assert took < 60, f"the sweep took {took:.0f} s to end after scancel"
     assert (sweep_dir / "matrix.md").exists(), out[-2000:]
 

@@ -19,7 +19,8 @@ SWEEP = ["save_api=keras,export", "load_api=keras,saved_model", "verbose=0", "tr
 
 @pytest.mark.parametrize("launcher", [
     [],  # the basic launcher: jobs one after another
-    ["hydra/launcher=joblib", "hydra.launcher.n_jobs=2"],  # two at a time, one sqlite store
+    # two at a time, one sqlite store (default run: test_faults' parallel and stopped sweeps)
+    pytest.param(["hydra/launcher=joblib", "hydra.launcher.n_jobs=2"], marks=pytest.mark.slow),
 ])
 def test_sweep_has_a_parent_run_children_and_a_matrix(tmp_path, launcher, capsys):
     sweep_dir, store_dir = tmp_path / "sweep", tmp_path / "mlflow"

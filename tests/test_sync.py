@@ -58,8 +58,10 @@ def test_a_server_that_goes_away_during_a_sweep_loses_nothing(tmp_path):
     server.start()
     sweep_dir = tmp_path / "sweep"
     proc = subprocess.Popen(
-        [sys.executable, "-m", "runner", "-m", f"hydra.sweep.dir={sweep_dir}", *SWEEP,
-         f"mlflow.tracking_uri={server.url}"],
+        # 3 jobs (save_api=auto pairs each load API): 0 recorded, 1 loses the store, 2 runs
+        # without it.
+        [sys.executable, "-m", "runner", "-m", f"hydra.sweep.dir={sweep_dir}",
+         "load_api=keras,saved_model,tfsm_layer", *SWEEP[2:], f"mlflow.tracking_uri={server.url}"],
         cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     try:
         deadline = time.monotonic() + 300
@@ -75,10 +77,11 @@ def test_a_server_that_goes_away_during_a_sweep_loses_nothing(tmp_path):
         server.stop()
     assert proc.returncode == 0, out[-3000:]
     results = sweep_results(sweep_dir)
-    assert len(results) == 4
+    assert len(results) == 3
     assert all(r["accuracy"]["after_train"] is not None for r in results)  # every job worked
     pending = [r for r in results if (r.get("tracking") or {}).get("status") == "pending"]
-    assert len(pending) == 3, [r.get("tracking") for r in results]  # jobs 1, 2 and 3
+    assert len(pending) == 2, [r.get("tracking") for r in results]  # jobs 1 and 2
+    assert (sweep_dir / ".tracking-lost").exists()  # job 2 looked with one try only
     assert "record pending: python -m runner.sync" in out
     assert f"when the store is back: python -m runner.sync {sweep_dir}" in out
 
@@ -88,31 +91,45 @@ def test_a_server_that_goes_away_during_a_sweep_loses_nothing(tmp_path):
     print(f"sync took {time.monotonic() - start:.1f} s")
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     lines = proc.stdout.splitlines()
-    assert sum(ln.startswith(("created", "completed")) for ln in lines) == 4, proc.stdout
+    assert sum(ln.startswith(("created", "completed")) for ln in lines) == 3, proc.stdout
     client = MlflowClient(server.url)
     try:
         assert_complete(client, results, sweep_dir)
         again = sync(str(sweep_dir), "--tracking-uri", server.url)  # idempotent
         assert again.returncode == 0 and "(nothing to do)" in again.stdout, again.stdout
-        assert sum(ln.startswith("up to date") for ln in again.stdout.splitlines()) == 5
+        assert sum(ln.startswith("up to date") for ln in again.stdout.splitlines()) == 4
         assert_complete(client, results, sweep_dir)
         assert all(read_result(sweep_dir / str(i))["tracking"]["status"] == "recorded"
-                   for i in range(4))
+                   for i in range(3))
     finally:
         server.stop()
 
 
 def test_push_an_embedded_sweep_into_a_fresh_server(tmp_path, server):
     sweep_dir, store = tmp_path / "sweep", tmp_path / "laptop"
+    # save_api=auto: a .keras file for load_api=keras, a SavedModel for load_api=saved_model;
+    # each job logs its MLflow model into the laptop's store (mlflow.log_model's default).
     proc = runner("-m", f"hydra.sweep.dir={sweep_dir}", f"mlflow.store_dir={store}",
-                  "load_api=keras,saved_model", *SWEEP[2:])
+                  "load_api=keras,saved_model", *SWEEP[2:-1])
     assert proc.returncode == 0, proc.stdout[-3000:]
     results = sweep_results(sweep_dir)
     pushed = sync(str(sweep_dir), "--tracking-uri", server.url)
     assert pushed.returncode == 0, pushed.stdout + pushed.stderr
-    assert sum(ln.startswith("created") for ln in pushed.stdout.splitlines()) == 2
+    lines = pushed.stdout.splitlines()
+    assert sum(ln.startswith("created") for ln in lines) == 2
     client = MlflowClient(server.url)
     assert_complete(client, results, sweep_dir)
+    # The model: rebuilt from the .keras file into the server's run; from a SavedModel it cannot
+    # be, and the line says why.
+    runs = runs_by_dir(client)
+    (keras_job,) = [r for r in results if r["load_api"] == "keras"]
+    (keras_run,) = runs[keras_job["output_dir"]]
+    models = client.search_logged_models([keras_run.info.experiment_id])
+    assert [m.source_run_id for m in models] == [keras_run.info.run_id]
+    rebuilt = (f"{keras_job['output_dir']}: runs:/{keras_run.info.run_id} (MLflow model rebuilt "
+               "from saved_model/)")
+    assert any(ln.endswith(rebuilt) for ln in lines), lines
+    assert any("MLflow model not rebuilt: no .keras file" in ln for ln in lines), lines
     # The laptop's own record is unchanged: each job still says where it was recorded first.
     assert [read_result(sweep_dir / str(i))["mlflow_run_id"] for i in range(2)] == [
         r["mlflow_run_id"] for r in results]
