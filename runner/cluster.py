@@ -274,7 +274,10 @@ def _watch(workers: list[Worker], timeout_s: float | None, grace_s: float,
     """Wait for every worker; the first failure (or the timeout, the startup timeout, or an
     interruption), and stop waiting after grace."""
     deadline = time.monotonic() + timeout_s if timeout_s is not None else float("inf")
-    startup = time.monotonic() + startup_timeout_s if startup_timeout_s else None
+    # The startup window opens when the chief's job process starts forming the cluster (its
+    # result.json's cluster_start), not at its launch: importing TensorFlow on a busy machine
+    # can take longer than a short window (cluster.timeout_s bounds that part).
+    watch_startup, startup, looked = bool(startup_timeout_s), None, 0.0
     stop_at, failure, forwarded = None, None, False
     while any(w.process.poll() is None for w in workers):
         now = time.monotonic()
@@ -293,12 +296,15 @@ def _watch(workers: list[Worker], timeout_s: float | None, grace_s: float,
                 failure = (f"worker(s) {running} still running after cluster.timeout_s="
                            f"{timeout_s:g} s: a hung worker; stopped")
                 stop_at = now
-            elif startup is not None and now > startup:
+            elif watch_startup and now - looked >= 0.5:
+                looked = now
                 waiting = _still_waiting(workers[0], startup_timeout_s)
                 if waiting is None:
-                    startup = None  # joined: nothing more to watch for
-                else:
-                    failure, stop_at = STARTUP_FAILURE + waiting, now
+                    watch_startup = False  # joined: nothing more to watch for
+                elif waiting != NOT_FORMING:
+                    startup = startup or now + startup_timeout_s
+                    if now > startup:
+                        failure, stop_at = STARTUP_FAILURE + waiting, now
         if stop_at is not None and now >= stop_at:
             running = [w.index for w in workers if w.process.poll() is None]
             if running and failure and "still running" not in failure and not failure.startswith(
@@ -311,6 +317,9 @@ def _watch(workers: list[Worker], timeout_s: float | None, grace_s: float,
     return failure
 
 
+NOT_FORMING = "not forming the cluster yet"
+
+
 def _still_waiting(worker: Worker, seconds: float) -> str | None:
     """What the worker's job process still waits for after `seconds`, from its result.json; None
     once its cluster came together."""
@@ -321,7 +330,7 @@ def _still_waiting(worker: Worker, seconds: float) -> str | None:
     if start and start.get("joined"):
         return None
     if not start:
-        return f"the cluster was not even being formed after cluster.startup_timeout_s={seconds:g}"
+        return NOT_FORMING
     me, spec = start["me"], start["spec"]
     others = ", ".join(a for tasks in spec.values() for a in tasks if a != me)
     whom = (f"the chief at {chief_address(spec)}" if me != chief_address(spec)

@@ -265,8 +265,9 @@ def test_empty_or_damaged_tfds_data_dir_fails_in_the_data_phase(tmp_path):
 
 # ---- interruption: real signals; processes end, result.json and the run say where -------------
 
-@pytest.mark.parametrize("phase, sig", [("train", signal.SIGTERM), ("save", signal.SIGINT),
-                                        ("load", signal.SIGTERM)])
+@pytest.mark.parametrize("phase, sig", [
+    ("train", signal.SIGTERM), ("save", signal.SIGINT),
+    pytest.param("load", signal.SIGTERM, marks=pytest.mark.slow)])  # SIGTERM: as in train
 def test_interrupted_job_is_recorded_and_leaves_nothing_running(phase, sig, tmp_path):
     run_dir, store = tmp_path / "run", tmp_path / "store"
     proc = launch(f"hydra.run.dir={run_dir}", *TRACKED, f"mlflow.store_dir={store}",

@@ -203,7 +203,8 @@ def test_a_worker_whose_chief_never_appears_gives_up_naming_it(tmp_path):
     assert (f"waited cluster.startup_timeout_s=15 s for the chief at 127.0.0.1:{ports[0]}: it "
             "never joined") in out, out[-3000:]
     assert "ClusterStartTimeout" in out
-    assert took < 15 + 45, f"took {took:.0f} s"
+    # The window opens once the worker forms the cluster, after its TensorFlow import.
+    assert took < 15 + 90, f"took {took:.0f} s"
 
 
 def test_a_worker_whose_chief_dies_mid_training_ends_within_a_bound(tmp_path):

@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 
 
+@pytest.mark.slow  # default run: test_cross mixes generations in one sweep, test_scenario replicas
 def test_multirun_mixes_keras_generations_and_replica_counts(run_sweep):
     proc, results = run_sweep("strategy=mirrored", "strategy.replicas=2,3",
                               "keras=v3,legacy", "load_strategy=mirrored",

@@ -135,7 +135,9 @@ def test_one_device_load_strategy(run_job):
     assert r["replicas"]["load"] == 1
 
 
-@pytest.mark.parametrize("model", ["functional", "subclassed"])
+@pytest.mark.parametrize("model", [
+    pytest.param("functional", marks=pytest.mark.slow),  # a graph network, as the default
+    "subclassed"])
 @pytest.mark.parametrize("keras", ["v3", "legacy"])
 def test_model_types(run_job, model, keras):
     proc, r = run_job(f"model={model}", f"keras={keras}")
