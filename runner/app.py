@@ -165,7 +165,9 @@ def tracking_lost(cfg: DictConfig, result: dict[str, Any], output_dir: Path, run
     mlflow.on_lost=fail, a failure in phase `tracking`), and the command that syncs it."""
     from runner import tracking
 
-    reason = tracking.unavailable(run.uri if run else tracking.configure(cfg.mlflow)[0], e)
+    # A failed start already says why, naming the URI (tracking.unavailable); a failed finish
+    # is said here.
+    reason = str(e) if run is None else tracking.unavailable(run.uri, e)
     result["tracking"] = {"status": "pending", "run_id": run.run_id if run else None,
                           "reason": reason}
     if cfg.mlflow.on_lost == "fail" and result["status"] == "passed":

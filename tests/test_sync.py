@@ -82,6 +82,9 @@ def test_a_server_that_goes_away_during_a_sweep_loses_nothing(tmp_path):
     pending = [r for r in results if (r.get("tracking") or {}).get("status") == "pending"]
     assert len(pending) == 2, [r.get("tracking") for r in results]  # jobs 1 and 2
     assert (sweep_dir / ".tracking-lost").exists()  # job 2 looked with one try only
+    for r in pending:  # the reason, said once, naming the URI
+        assert r["tracking"]["reason"].count(f"MLflow tracking at {server.url} is unavailable") \
+            == 1, r["tracking"]
     assert "record pending: python -m runner.sync" in out
     assert f"when the store is back: python -m runner.sync {sweep_dir}" in out
 
