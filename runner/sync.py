@@ -25,6 +25,7 @@ from typing import Any
 
 from runner import DEFAULT_STORE_DIR
 from runner import result as results
+from runner.sweep import SWEEP_FILE
 
 OUTPUTS = DEFAULT_STORE_DIR.parent  # <repository>/outputs
 
@@ -79,8 +80,7 @@ def sync(paths: list[Path], mcfg: Any) -> list[Outcome]:
         with tracking.store_lock(uri):
             experiment_id = tracking.experiment(client, mcfg.experiment_name, artifacts)
     except Exception as e:  # noqa: BLE001 - the store is away: nothing can be synced
-        reason = tracking.unavailable(mcfg.tracking_uri or str(mcfg.store_dir or
-                                                               DEFAULT_STORE_DIR), e)
+        reason = tracking.unavailable(tracking.store_name(mcfg), e)
         return [Outcome(p, "failed", reason) for p in [*jobs, *sweeps]]
     store = Store(client, uri, experiment_id, mcfg)
     parents = {sweep: store.parent_of(sweep) for sweep in sweeps}
@@ -100,7 +100,7 @@ def find(paths: list[Path]) -> tuple[list[Path], list[Path]]:
             if found.parent not in jobs and not any(p.name.startswith(".") for p in
                                                     found.relative_to(path).parents):
                 jobs.append(found.parent)
-        for found in sorted(path.rglob("sweep.json")) if path.is_dir() else []:
+        for found in sorted(path.rglob(SWEEP_FILE)) if path.is_dir() else []:
             if found.parent not in sweeps:
                 sweeps.append(found.parent)
     return jobs, sweeps

@@ -76,7 +76,7 @@ class TrackedRun:
         """The run in the MLflow UI on a tracking server; `runs:/<id>` for the embedded store,
         which has no UI until `mlflow ui` serves it (see `open_with`)."""
         if self.uri.startswith(("http://", "https://")):
-            return redact.text(f"{self.uri.rstrip('/')}/{self.page}")
+            return href(self.uri, self.page)
         return f"runs:/{self.run_id}"
 
     @property
@@ -156,7 +156,8 @@ def start(cfg: Any, output_dir: Path, overrides: list[str], sweep: Any = None,
         tags["mlflow.parentRunId"], tags["job_num"] = sweep.parent_run_id, str(sweep.num)
         name = swept_name(cfg, overrides, sweep.swept)
     run = _create_run(cfg.mlflow, name, tags, brief)
-    configure(cfg.mlflow)  # the usual retries again for the rest of the job
+    if brief:
+        configure(cfg.mlflow)  # the usual retries again for the rest of the job
     try:
         run.client.log_batch(run.run_id, params=[Param(k, v) for k, v in params(cfg).items()])
     except Exception as e:
@@ -206,8 +207,13 @@ def close_running_children(parent: TrackedRun, e: BaseException) -> None:
             abort(run)
 
 
+def store_name(mcfg: Any) -> str:
+    """The configured store as a message names it, before configure() resolves it."""
+    return mcfg.tracking_uri or str(mcfg.store_dir or DEFAULT_STORE_DIR)
+
+
 def _create_run(mcfg: Any, name: str, tags: dict[str, str], brief: bool = False) -> TrackedRun:
-    uri = mcfg.tracking_uri or mcfg.store_dir or str(DEFAULT_STORE_DIR)
+    uri = store_name(mcfg)
     try:
         uri, artifacts = configure(mcfg, brief)
         with store_lock(uri):  # MlflowClient creates a fresh store's tables
