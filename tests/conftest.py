@@ -45,6 +45,28 @@ CI_VARIABLES = ("PYTEST_CURRENT_TEST", "CI", "GITHUB_ACTIONS", "CIRCLECI", "GITL
                 "MLFLOW_DISABLE_TELEMETRY", "DO_NOT_TRACK")
 
 
+# Test files whose tests must all run on one xdist worker: test_slurm.py's module fixture starts
+# and stops one SLURM cluster, which a second worker's copy of the fixture would stop under the
+# first one's jobs (CI once failed so).
+ONE_WORKER = ("tests/test_slurm.py",)
+
+
+def pytest_xdist_make_scheduler(config: pytest.Config, log):
+    """`--dist loadgroup` with ONE_WORKER's files as groups. The `xdist_group` mark would say it,
+    but pytest-xdist 3.8 marks a group by rewriting node ids, which pytest 9.2 no longer allows:
+    the mark groups nothing (pytest-dev/pytest-xdist#1386)."""
+    if config.getvalue("dist") != "loadgroup":
+        return None
+    from xdist.scheduler import LoadGroupScheduling
+
+    class FilesOnOneWorker(LoadGroupScheduling):
+        def _split_scope(self, nodeid: str) -> str:
+            path = nodeid.split("::")[0]
+            return path if path in ONE_WORKER else super()._split_scope(nodeid)
+
+    return FilesOnOneWorker(config, log)
+
+
 def as_users_run(env: dict[str, str] | None = None) -> dict[str, str]:
     """The environment of a user's shell: os.environ without what marks a test or a CI."""
     return {k: v for k, v in {**os.environ, **(env or {})}.items() if k not in CI_VARIABLES}

@@ -63,6 +63,14 @@ def launch(*overrides: str, env: dict[str, str] | None = None) -> subprocess.Pop
         text=True, start_new_session=True)
 
 
+def job_ids(sweep_dir: Path) -> list[str]:
+    """The SLURM job ids of one sweep (submitit sends it as one array job), from submitit's folder:
+    what a test may cancel or count, never another test's jobs."""
+    folder = sweep_dir / ".submitit"
+    names = [p.name for p in folder.iterdir()] if folder.exists() else []
+    return sorted({name.split("_")[0] for name in names if name.split("_")[0].isdigit()})
+
+
 def runs_by_dir(url: str) -> dict[str, object]:
     client = MlflowClient(url)
     experiment = client.get_experiment_by_name("runner-save-load")
@@ -108,7 +116,8 @@ def test_two_multi_worker_jobs_at_once_on_one_node_keep_their_own_clusters(slurm
     while proc.poll() is None:  # how many of the sweep's jobs SLURM runs at the same time
         listed = subprocess.run(["squeue", "-h", "-t", "RUNNING", "-o", "%i"],
                                 capture_output=True, text=True).stdout.split()
-        running_at_once = max(running_at_once, len(listed))
+        ours = job_ids(sweep_dir)  # an array's tasks list as <job id>_<task>
+        running_at_once = max(running_at_once, sum(t.split("_")[0] in ours for t in listed))
         time.sleep(1)
     out, _ = proc.communicate(timeout=900)
     assert proc.returncode == 0, out[-3000:]
@@ -133,9 +142,8 @@ def test_scancel_ends_the_job_interrupted_and_the_sweep_promptly(slurm, server, 
         while "Epoch 3/" not in (log.read_text(errors="replace") if log.exists() else ""):
             assert time.monotonic() < deadline and proc.poll() is None, "the job did not train"
             time.sleep(1)
-        (job_id,) = [p.name for p in (sweep_dir / ".submitit").iterdir()
-                     if p.name.split("_")[0].isdigit()]
-        subprocess.run(["scancel", job_id.split("_")[0]], check=True)
+        (job_id,) = job_ids(sweep_dir)
+        subprocess.run(["scancel", job_id], check=True)
         cancelled = time.monotonic()
         out, _ = proc.communicate(timeout=180)
         took = time.monotonic() - cancelled
@@ -170,6 +178,8 @@ def test_a_job_slurm_cannot_schedule_is_reported(slurm, tmp_path):
     finally:
         os.killpg(proc.pid, signal.SIGINT)
         proc.communicate(timeout=60)
-        subprocess.run(["scancel", "--user=root"], capture_output=True)
+        ids = job_ids(sweep_dir)
+        if ids:  # its own job only: `scancel --user` here once cancelled a job of another test
+            subprocess.run(["scancel", *ids], capture_output=True)
     (report,) = [ln for ln in lines if "is PENDING" in ln]
     assert "will never start" in report and "hydra.launcher.nodes=1" in report, report
