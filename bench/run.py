@@ -14,6 +14,9 @@ machine does hits both sides alike, and reports medians and ratios:
    any number;
 7. the resume check: a job with `verify.resume_steps=3` (the default) against the same job with
    the check off, on one replica and on mirrored -> default with BatchNormalization.
+8. the fork server: `experiment=matrix` (32 jobs, tracking on) with `runner.fork_server=true`
+   against false, basic launcher and joblib n_jobs=2, and whether every number stayed the same;
+9. tracking: the default job tracked against untracked, and its wall time phase by phase.
 
 Writes bench.json and bench.md (with the machine's cores, memory and library versions) into
 --out (default bench/results). --smoke: tiny sizes and one pair, to keep the script working
@@ -52,11 +55,14 @@ class Sizes:
     sweep_pairs: int = 2
     sweep: tuple[str, ...] = ("save_api=keras,saved_model", "load_api=keras,saved_model",
                               "keras=v3,legacy")  # 8 jobs
+    fork_sweep: tuple[str, ...] = ("experiment=matrix",)  # 32 jobs, 2 + 2 epochs
+    fork_pairs: int = 1
 
 
 SMOKE = Sizes(pairs=1, digits_epochs=1, synthetic_train=512, synthetic_test=128,
               synthetic_epochs=1, throughput_train=512, sweep_pairs=1,
-              sweep=("save_api=keras,saved_model",))
+              sweep=("save_api=keras,saved_model",),
+              fork_sweep=("save_api=keras,saved_model", "train.epochs=1", "continue_epochs=1"))
 
 
 # ---- running and timing processes ------------------------------------------------------------
@@ -290,9 +296,79 @@ def _numbers(result: dict[str, Any]) -> tuple:
             result["accuracy"]["after_load"])
 
 
+def fork_server(sizes: Sizes, work: Path) -> list[dict[str, Any]]:
+    """A sweep (experiment=matrix, tracking on) with runner.fork_server=true against false, with
+    the basic launcher and with joblib n_jobs=2; and whether every job's numbers stayed the
+    same."""
+    def sweep(launcher: list[str], name: str, value: str) -> Callable[[int], tuple]:
+        def run(i: int) -> tuple[float, list[dict[str, Any]]]:
+            sweep_dir = work / f"{name}-{value}-{i}"
+            seconds, output = timed([
+                PYTHON, "-m", "runner", "-m", f"hydra.sweep.dir={sweep_dir}",
+                f"mlflow.store_dir={sweep_dir}-mlflow", "verbose=0", *launcher,
+                *sizes.fork_sweep, f"runner.fork_server={value}"])
+            if not (sweep_dir / "matrix.md").exists():
+                raise RuntimeError(f"the {name} sweep wrote no matrix:\n{output[-3000:]}")
+            results = [json.loads(p.read_text()) for p in sorted(
+                sweep_dir.glob("*/result.json"), key=lambda p: int(p.parent.name))]
+            return seconds, results
+        return run
+
+    rows = []
+    joblib = ["hydra/launcher=joblib", "hydra.launcher.n_jobs=2"]
+    for name, launcher in (("basic", []), ("joblib n_jobs=2", joblib)):
+        slug = name.split()[0]
+        on, off = alternate(sizes.fork_pairs, sweep(launcher, slug, "true"),
+                            sweep(launcher, slug, "false"))
+        same = all(_measured(a) == _measured(b) for (_, on_results), (_, off_results)
+                   in zip(on, off, strict=True) for a, b in zip(on_results, off_results,
+                                                                strict=True))
+        on_s, off_s = median([t for t, _ in on]), median([t for t, _ in off])
+        rows.append({"sweep": " ".join(sizes.fork_sweep), "launcher": name,
+                     "jobs": len(on[0][1]), "fork_server_on_s": on_s, "off_s": off_s,
+                     "ratio": round(on_s / off_s, 3), "same_numbers": same,
+                     "forked_jobs": sum(r["process"]["start"] == "forked" for r in on[0][1])})
+    return rows
+
+
+def _measured(result: dict[str, Any]) -> tuple:
+    """What a job measures (not how long it took)."""
+    resume = {k: v for k, v in (result["resume"] or {}).items() if k != "seconds"}
+    return (result["status"], result["accuracy"], result["max_abs_diff"], result["history"],
+            resume, (result.get("error") or {}).get("type"))
+
+
+def tracking(sizes: Sizes, work: Path) -> list[dict[str, Any]]:
+    """The default job with tracking on against the same job with mlflow.enabled=false (fork
+    server on, the default), and where the tracked job's wall time goes."""
+    tracked, untracked = alternate(
+        sizes.pairs, partial(_runner_timed, work, "tracked", []),
+        partial(_runner_timed, work, "untracked", ["mlflow.enabled=false"]))
+    on, off = median([t for t, _ in tracked]), median([t for t, _ in untracked])
+    row: dict[str, Any] = {"job": "default (digits, 2 + 2 epochs)", "tracked_s": on,
+                           "untracked_s": off, "ratio": round(on / off, 3)}
+    # Phase by phase, medians over the tracked runs; the rest of the wall time is the fixed
+    # cost outside the job's phases: starting the process(es), the data, accuracy checks,
+    # MLflow's run opened and closed in the Hydra process.
+    phases: dict[str, list[float]] = {}
+    for seconds, result in tracked:
+        timings = {k: v for k, v in result["timings"].items() if v is not None}
+        for key, value in timings.items():
+            phases.setdefault(key, []).append(value)
+        phases.setdefault("outside_phases_s", []).append(seconds - sum(timings.values()))
+    row.update({key: median(values) for key, values in phases.items()})
+    row["largest"] = max((k for k in phases), key=lambda k: median(phases[k]))
+    return [row]
+
+
+def _runner_timed(work: Path, name: str, overrides: list[str], i: int) -> tuple:
+    return runner_job(work, f"{name}-{i}", *overrides,
+                      f"mlflow.store_dir={work / f'mlflow-{name}'}")
+
+
 SECTIONS = {"overhead": overhead, "startup": startup, "throughput": throughput,
             "save_load": save_load, "sweeps": sweeps, "speed_options": speed_options,
-            "resume_check": resume_check}
+            "resume_check": resume_check, "fork_server": fork_server, "tracking": tracking}
 
 
 # ---- the report --------------------------------------------------------------------------------

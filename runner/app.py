@@ -45,6 +45,7 @@ def run(cfg: DictConfig) -> dict[str, Any]:
     result: dict[str, Any] | None = None
     try:
         with interrupt.deferred():
+            warm_fork_servers(cfg)
             if cluster.multi_worker(cfg) and not cluster.is_chief(cfg.cluster):
                 result = run_as_worker(cfg, output_dir, overrides)
             elif cfg.mlflow.enabled:
@@ -138,6 +139,7 @@ def run_tracked(cfg: DictConfig, output_dir: Path, overrides: list[str]) -> dict
         return tracking_lost(cfg, result, output_dir, None, e)
     except Exception as e:  # any other failure, too: recorded, not raised
         return not_tracked(cfg, output_dir, overrides, e)
+    tracking.warm_finish()
     try:
         with tracking.system_metrics(run, cfg.mlflow.system_metrics):
             result = run_in_subprocess(cfg, output_dir, overrides, tracking.job_env(run),
@@ -265,9 +267,10 @@ def run_in_subprocess(cfg: DictConfig, output_dir: Path, overrides: list[str],
                 result = results.not_started(cfg, output_dir, overrides, stopped, phase="start")
                 results.write(output_dir, result)
                 break
+            spawner = spawner_for(cfg, side)
             returncode, failure = (None, None) if stopped else run_side(
                 cfg, workers, output_dir, [*command, "--side", side, *(["--resume"] if i else [])],
-                env, extra_env or {})
+                env, extra_env or {}, spawner)
             stopped = interrupt.received()
             worker_failed = cluster.failure_error(failure) if failure and not stopped else None
             result = results.read_or_crashed(
@@ -277,11 +280,44 @@ def run_in_subprocess(cfg: DictConfig, output_dir: Path, overrides: list[str],
                     worker_failed).__name__:
                 result["notes"].append(f"cluster: {failure}")  # beside the chief's own error
                 results.write(output_dir, result)
+            if spawner is not None and spawner.notes:
+                result["notes"] += spawner.notes
+                results.write(output_dir, result)
             if result["status"] != "running":
                 break
     if reporting:
         report(result, output_dir)
     return result
+
+
+def side_generation(cfg: DictConfig, side: str) -> str:
+    """The Keras generation a job process of this side imports."""
+    return cfg.load_keras.name if side == "load" else cfg.keras.name
+
+
+def spawner_for(cfg: DictConfig, side: str) -> Any:
+    """What starts the side's processes: forked by the generation's fork server
+    (runner.fork_server=true, where supported), else None: a new process each."""
+    if not use_fork_server(cfg):
+        return None
+    from runner import fork_server
+
+    return fork_server.Spawner(side_generation(cfg, side))
+
+
+def use_fork_server(cfg: DictConfig) -> bool:
+    from runner import fork_server
+
+    return bool(cfg.runner.fork_server) and fork_server.supported()
+
+
+def warm_fork_servers(cfg: DictConfig) -> None:
+    """Start the job's fork servers now: they import TensorFlow while this process imports MLflow
+    and opens the job's run."""
+    if use_fork_server(cfg):
+        from runner import fork_server
+
+        fork_server.warm(sorted({side_generation(cfg, side) for side in job_sides(cfg)}))
 
 
 def keep_secrets_out(cfg: DictConfig, output_dir: Path) -> None:
@@ -308,17 +344,17 @@ def job_config(cfg: DictConfig) -> Iterator[Path]:
 
 def run_side(cfg: DictConfig, workers: list[cluster.Worker], output_dir: Path,
              command: list[str], env: dict[str, str],
-             chief_env: dict[str, str]) -> tuple[int, str | None]:
+             chief_env: dict[str, str], spawn: cluster.Spawn = None) -> tuple[int, str | None]:
     """One side's processes: the local cluster's workers, or the job's one process (whose
     failure is its own to record: no worker failure to report). Exit code, worker failure."""
     quiet = cfg.verbose < 2  # verbose=2: TensorFlow's start-up lines too, every one
     if workers:
-        return cluster.run_local(workers, command, env, chief_env, cfg.cluster, quiet)
+        return cluster.run_local(workers, command, env, chief_env, cfg.cluster, quiet, spawn)
     job = cluster.Worker(0, output_dir, output_dir / "job.log")
     startup = cfg.cluster.get("startup_timeout_s") if cluster.multi_worker(cfg) else None
     returncode, failure = cluster.supervise([job], command, env, chief_env, timeout_s=None,
                                             grace_s=INTERRUPT_GRACE_S, quiet=quiet,
-                                            startup_timeout_s=startup)
+                                            startup_timeout_s=startup, spawn=spawn)
     # The job's one process records its own failures; not reaching its cluster, it cannot.
     return returncode, failure if failure and failure.startswith(cluster.STARTUP_FAILURE) else None
 

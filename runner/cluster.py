@@ -175,7 +175,17 @@ class Worker:
     index: int
     output_dir: Path  # the chief's: the job's output dir; the others': temporary
     log: Path
-    process: subprocess.Popen | None = None
+    process: Any = None  # a subprocess.Popen, or what answers like one (fork_server)
+
+
+# Starts one job process: (command, env) -> a Popen or what answers like one (its pid is its
+# process group, as with start_new_session=True). None: subprocess.Popen, `new_process`.
+Spawn = Callable[[list[str], Mapping[str, str]], Any] | None
+
+
+def new_process(command: list[str], env: Mapping[str, str]) -> subprocess.Popen:
+    return subprocess.Popen(command, env=dict(env), stdout=subprocess.PIPE,
+                            stderr=subprocess.STDOUT, start_new_session=True)
 
 
 @contextlib.contextmanager
@@ -213,14 +223,14 @@ def tf_config(ports: list[int], index: int) -> str:
 
 def run_local(workers: list[Worker], command: list[str], env: Mapping[str, str],
               chief_env: Mapping[str, str], cluster: Any,
-              quiet: bool = True) -> tuple[int, str | None]:
+              quiet: bool = True, spawn: Spawn = None) -> tuple[int, str | None]:
     """Run `command` (without --output-dir) as every worker, each with its TF_CONFIG on a free
     port; workers.json lists them. See `supervise` for how they are watched and stopped."""
     ports = free_ports(len(workers))
     return supervise(
         workers, command, env, chief_env, timeout_s=cluster.timeout_s, grace_s=cluster.grace_s,
         worker_env=lambda w: {"TF_CONFIG": tf_config(ports, w.index)}, quiet=quiet,
-        startup_timeout_s=cluster.startup_timeout_s,
+        startup_timeout_s=cluster.startup_timeout_s, spawn=spawn,
         on_start=lambda: (workers[0].output_dir / "workers.json").write_text(json.dumps([
             {"index": w.index, "pid": w.process.pid, "port": port, "log": str(w.log),
              "output_dir": str(w.output_dir)} for w, port in zip(workers, ports, strict=True)],
@@ -232,7 +242,8 @@ def supervise(workers: list[Worker], command: list[str], env: Mapping[str, str],
               worker_env: Callable[[Worker], Mapping[str, str]] = lambda w: {},
               on_start: Callable[[], Any] = lambda: None,
               quiet: bool = True,
-              startup_timeout_s: float | None = None) -> tuple[int, str | None]:
+              startup_timeout_s: float | None = None,
+              spawn: Spawn = None) -> tuple[int, str | None]:
     """Run `command --output-dir DIR` as each worker (a job's one process, or its local
     cluster), each in its own process group and set to die with this process.
 
@@ -242,16 +253,17 @@ def supervise(workers: list[Worker], command: list[str], env: Mapping[str, str],
     process noted (runner.interrupt) is passed on to every worker, which records it, with the
     same grace. A multi-worker job whose first process has not seen its cluster come together
     within `startup_timeout_s` (its result.json's `cluster_start`) is stopped too: TensorFlow
-    would wait an hour. No worker outlives this call. Returns the chief's exit code and, if a
-    worker failed or hung, what happened."""
+    would wait an hour. No worker outlives this call. `spawn` starts each process (a new one, or
+    one forked by runner.fork_server). Returns the chief's exit code and, if a worker failed or
+    hung, what happened."""
     copiers = []
+    spawn = spawn or new_process
     try:
         for w in workers:
-            w.process = subprocess.Popen(
+            w.process = spawn(
                 [*command, "--output-dir", str(w.output_dir)],
-                env={**env, **(chief_env if w.index == 0 else {}), **worker_env(w),
-                     PARENT_ENV: str(os.getpid())},
-                stdout=subprocess.PIPE, stderr=subprocess.STDOUT, start_new_session=True)
+                {**env, **(chief_env if w.index == 0 else {}), **worker_env(w),
+                 PARENT_ENV: str(os.getpid())})
             copiers.append(threading.Thread(
                 target=copy_output, args=(w.process.stdout, w.log, w.index == 0, quiet),
                 daemon=True))

@@ -37,6 +37,7 @@ def main(argv: list[str] | None = None) -> int:
     out = args.output_dir.resolve()
     result = (results.read(out) if args.resume
               else results.new_result(cfg, out, args.override, os.environ.get("MLFLOW_RUN_ID")))
+    result["process"] = results.this_process()
     results.write(out, result)
 
     def cluster_start(spec: dict[str, Any], me: str, joined: bool) -> None:

@@ -27,6 +27,16 @@ DIMENSIONS = (*GROUPS, *EXTRA_DIMENSIONS)
 MESSAGE_LIMIT = 2000
 
 
+STARTED_ENV = "RUNNER_JOB_PROCESS_START"  # set to "forked" by runner.fork_server
+
+
+def this_process() -> dict[str, Any]:
+    """The job process (the last one, for a job whose sides run in two): its pid, and how it
+    started: "forked" from runner.fork_server's process (TensorFlow imported, its runtime fresh)
+    or "new" (a new Python process)."""
+    return {"pid": os.getpid(), "start": os.environ.get(STARTED_ENV, "new")}
+
+
 def new_result(cfg: Any, out: Path, overrides: list[str],
                mlflow_run_id: str | None = None) -> dict[str, Any]:
     """The result before anything ran: the combination, empty measurements."""
@@ -62,6 +72,7 @@ def new_result(cfg: Any, out: Path, overrides: list[str],
         "mlflow_run_id": mlflow_run_id,
         "mlflow_run_url": os.environ.get("RUNNER_MLFLOW_RUN_URL") if mlflow_run_id else None,
         "devices": None,
+        "process": this_process(),
         "keras_module": None,
         "load_keras_module": None,
         "versions": versions(),

@@ -12,6 +12,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import re
 import shutil
 import zipfile
 from collections.abc import Callable, Iterator, Mapping
@@ -196,7 +197,7 @@ def load_checkpoint(path: Path, io_device: str | None, options: Any,
         raise ArtifactError(f"{path} holds no checkpoint (no 'checkpoint' file naming one)")
     status = checkpoint.restore(
         prefix, options=tf.train.CheckpointOptions(experimental_io_device=io_device))
-    status.assert_consumed()
+    names_first(status.assert_consumed)
     unreached = verify.unreached_variables(checkpoint, model.variables)
     if unreached:
         raise CheckpointIncomplete(
@@ -204,6 +205,27 @@ def load_checkpoint(path: Path, io_device: str | None, options: Any,
             f"graph, so they were neither saved nor restored (assert_consumed cannot see them): "
             f"{', '.join(unreached)}")
     return Loaded(predict=models.predictor(model), model=model)
+
+
+# A variable in TensorFlow's list: tf_keras' `<tf.Variable 'name:0' ...>`, Keras 3's
+# `<Variable path=adam/..., ...>`.
+VARIABLE = re.compile(r"<(?:tf\.)?Variable (?:'([^']+)'|path=([^,>]+))")
+
+
+def names_first(check: Callable[[], Any]) -> None:
+    """TensorFlow's own restore check. Its failure lists the unmatched objects with their values,
+    thousands of characters in no fixed order: the variables' names are put first, sorted, so
+    that the start of the message (what result.json and the summary keep) names them."""
+    try:
+        check()
+    except AssertionError as e:
+        text = str(e)
+        names = sorted({a or b for a, b in VARIABLE.findall(text)})
+        if not names:
+            raise
+        head, _, rest = text.partition(" Showing ")
+        raise AssertionError(f"{head} Variables among them: {', '.join(names)}. "
+                             f"TensorFlow's list: {rest or text}") from e
 
 
 class CheckpointIncomplete(AssertionError):
@@ -221,7 +243,7 @@ def load_weights(path: Path, io_device: str | None, options: Any,
         # what does not match (e.g. a tf.train.Checkpoint whose root is not the model):
         # TensorFlow's own list of the model's objects that found no value.
         if status is not None:
-            status.assert_existing_objects_matched()
+            names_first(status.assert_existing_objects_matched)
     else:
         model.load_weights(str(path))
     return Loaded(predict=models.predictor(model), model=model,

@@ -184,6 +184,11 @@ class Mlflow:
 
 
 @dataclass
+class Runner:
+    fork_server: bool = MISSING
+
+
+@dataclass
 class Config:
     # Group nodes take the type of the option's own schema (see OPTION_SCHEMAS).
     strategy: Any = MISSING
@@ -205,6 +210,7 @@ class Config:
     verbose: int = MISSING
     speed: Speed = field(default_factory=Speed)
     mlflow: Mlflow = field(default_factory=Mlflow)
+    runner: Runner = field(default_factory=Runner)
 
 
 # conf/<group>/<option>.yaml starts with `defaults: [/schema/<group>/<option>@_here_, _self_]`.

@@ -324,6 +324,9 @@ def test_interrupted_sweep_keeps_finished_jobs_and_closes_the_parent(tmp_path):
     wait_for(lambda: (sweep_dir / "1" / "result.json").exists()
              and read_result(sweep_dir / "1").get("phase") == "train", "job 1 to train")
     processes = family(proc)
+    # The job process was forked by a fork server (runner.fork_server, on by default); both go.
+    assert read_result(sweep_dir / "1")["process"]["start"] == "forked"
+    assert any("runner.fork_server" in p.cmdline() for p in processes)
     os.killpg(proc.pid, signal.SIGINT)
     out, _ = proc.communicate(timeout=60)
     assert proc.returncode == 130, out[-2000:]

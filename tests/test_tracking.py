@@ -146,12 +146,14 @@ def test_failed_job_is_a_failed_run_with_its_traceback(tmp_path, store):
     assert "accuracy_after_train" in run.data.metrics  # what ran before the failure counts
 
 
-def test_killed_job_process_never_leaves_a_running_run(tmp_path, store):
+@pytest.mark.parametrize("fork_server", ["true", "false"])
+def test_killed_job_process_never_leaves_a_running_run(tmp_path, store, fork_server):
+    """SIGKILL to the job process, forked (runner.fork_server) or new: a crash in its phase."""
     overrides, client = store
     job_dir = tmp_path / "run"
     parent = subprocess.Popen(
         [sys.executable, "-m", "runner", f"hydra.run.dir={job_dir}", "verbose=0",
-         "train.epochs=50", *overrides],
+         "train.epochs=50", f"runner.fork_server={fork_server}", *overrides],
         cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     deadline = time.monotonic() + 120
     while time.monotonic() < deadline:  # wait until the job process is training
@@ -159,12 +161,16 @@ def test_killed_job_process_never_leaves_a_running_run(tmp_path, store):
                 and read_result(job_dir).get("devices"):
             break
         time.sleep(0.5)
-    (job,) = psutil.Process(parent.pid).children()  # the job process
+    process = read_result(job_dir)["process"]
+    assert process["start"] == ("forked" if fork_server == "true" else "new")
+    job = psutil.Process(process["pid"])
+    assert job in psutil.Process(parent.pid).children(recursive=True)
     job.send_signal(signal.SIGKILL)
     out, _ = parent.communicate(timeout=120)
     assert parent.returncode == 1, out[-2000:]
     result = read_result(job_dir)
     assert result["error"]["type"] == "JobCrashed" and result["error"]["phase"] == "train"
+    assert "-9" in result["error"]["message"]
     run = only_run(client)
     assert run.info.status == "FAILED" and run.data.tags["error_type"] == "JobCrashed"
 
