@@ -302,7 +302,7 @@ def spawner_for(cfg: DictConfig, side: str) -> Any:
         return None
     from runner import fork_server
 
-    return fork_server.Spawner(side_generation(cfg, side))
+    return fork_server.Spawner(side_generation(cfg, side), cfg.mlflow.enabled)
 
 
 def use_fork_server(cfg: DictConfig) -> bool:
@@ -317,7 +317,8 @@ def warm_fork_servers(cfg: DictConfig) -> None:
     if use_fork_server(cfg):
         from runner import fork_server
 
-        fork_server.warm(sorted({side_generation(cfg, side) for side in job_sides(cfg)}))
+        fork_server.warm(sorted({side_generation(cfg, side) for side in job_sides(cfg)}),
+                         cfg.mlflow.enabled)
 
 
 def keep_secrets_out(cfg: DictConfig, output_dir: Path) -> None:

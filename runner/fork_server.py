@@ -42,6 +42,7 @@ from runner.result import STARTED_ENV
 START_TIMEOUT_S = 120.0
 ANSWER_TIMEOUT_S = 10.0
 JOB_MODULE = "runner.job"
+PREAMBLE_BYTES = 16384
 
 
 def supported() -> bool:
@@ -52,18 +53,23 @@ def supported() -> bool:
 
 # ---- the server ---------------------------------------------------------------------------------
 
-def preload() -> None:
+def preload(mlflow: bool) -> None:
     """What every job process imports, imported once here: TensorFlow (its Keras generation from
-    TF_USE_LEGACY_KERAS), the scenario's modules and MLflow's client. None of them starts the
+    TF_USE_LEGACY_KERAS), the scenario's modules and, for tracked jobs, MLflow's client and
+    TensorFlow flavour (2-3 s more, wasted on untracked ones). None of them starts the
     TensorFlow runtime at import, so each child still chooses its own devices."""
-    import mlflow.models  # noqa: F401
-    import mlflow.tensorflow  # noqa: F401 - the MLflow model a tracked job logs
     import tensorflow  # noqa: F401
 
-    from runner import job, scenario, tracking  # noqa: F401
+    from runner import job, scenario  # noqa: F401
+
+    if mlflow:
+        import mlflow.models  # noqa: F401
+        import mlflow.tensorflow  # noqa: F401 - the MLflow model a tracked job logs
+
+        from runner import tracking  # noqa: F401
 
 
-def serve(path: str) -> None:
+def serve(path: str, mlflow: bool) -> None:
     """Accept requests on the Unix socket `path` and fork a job process for each; tell each
     requester its process's pid, then its exit status. Single-threaded, so that each child's
     PR_SET_PDEATHSIG refers to this process's one lasting thread."""
@@ -72,7 +78,7 @@ def serve(path: str) -> None:
     cluster.die_with_parent()
     for s in (signal.SIGINT, signal.SIGTERM):  # Ctrl-C and scancel are for the jobs, not for us:
         signal.signal(s, signal.SIG_IGN)      # dying here would kill every child (PDEATHSIG)
-    preload()
+    preload(mlflow)
     listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
     listener.bind(path)
     listener.listen(64)
@@ -314,9 +320,10 @@ class ForkedProcess:
 
 
 class ForkServer:
-    """One server process for one Keras generation, started by this process."""
+    """One server process for one Keras generation, started by this process; mlflow: it imports
+    MLflow too."""
 
-    def __init__(self, generation: str) -> None:
+    def __init__(self, generation: str, mlflow: bool) -> None:
         self.generation = generation
         self.directory = Path(tempfile.mkdtemp(prefix=f"runner-fork-{generation}-"))
         self.path = str(self.directory / "socket")
@@ -328,10 +335,12 @@ class ForkServer:
         env.setdefault("TF_CPP_MIN_LOG_LEVEL", "1")  # as runtime.prepare sets it
         with open(self.log, "wb") as log:
             self.process = subprocess.Popen(
-                [sys.executable, "-m", "runner.fork_server", self.path], env=env,
+                [sys.executable, "-m", "runner.fork_server", self.path,
+                 *(["--mlflow"] if mlflow else [])], env=env,
                 stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=log,
                 start_new_session=True)  # Ctrl-C goes to the runner, which passes it on
         self.ready = False
+        self.preamble = b""
 
     def wait_ready(self, timeout: float = START_TIMEOUT_S) -> None:
         """Until the server says "ready" (it imported everything and listens)."""
@@ -350,6 +359,10 @@ class ForkServer:
                 raise ServerFailed(f"it exited with code {self.process.returncode} while "
                                    f"starting: {self.tail()}")
         self.ready = True
+        # What importing printed (TensorFlow's start-up lines): each forked job's output begins
+        # with it, as a new process's would, so job.log keeps it.
+        with contextlib.suppress(OSError):
+            self.preamble = self.log.read_bytes()[-PREAMBLE_BYTES:]
 
     def tail(self) -> str:
         with contextlib.suppress(OSError):
@@ -360,6 +373,7 @@ class ForkServer:
     def spawn(self, argv: list[str], env: Mapping[str, str], cwd: str) -> ForkedProcess:
         self.wait_ready()
         read_end, write_end = os.pipe()
+        os.write(write_end, self.preamble)  # below a pipe's capacity (PREAMBLE_BYTES)
         conn = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
         try:
             conn.settimeout(ANSWER_TIMEOUT_S)
@@ -402,9 +416,9 @@ _servers: dict[str, ForkServer] = {}
 _broken: dict[str, str] = {}  # generation -> why its server could not start: not tried again
 
 
-def _start(generation: str) -> ForkServer | None:
+def _start(generation: str, mlflow: bool) -> ForkServer | None:
     try:
-        server = ForkServer(generation)
+        server = ForkServer(generation, mlflow)
     except OSError as e:  # no temporary folder, no process: as a server that never started
         _broken[generation] = f"{type(e).__name__}: {e}"
         return None
@@ -412,12 +426,12 @@ def _start(generation: str) -> ForkServer | None:
     return server
 
 
-def warm(generations: list[str]) -> None:
+def warm(generations: list[str], mlflow: bool) -> None:
     """Start the servers these generations need, if not started yet: they import while the
-    runner does its own start (MLflow's run, the job's config)."""
+    runner does its own start (MLflow's run, the job's config). mlflow: the jobs are tracked."""
     for generation in generations:
         if generation not in _servers and generation not in _broken:
-            _start(generation)
+            _start(generation, mlflow)
 
 
 @atexit.register
@@ -431,13 +445,13 @@ class Spawner:
     """Starts a job process for `supervise`: forked by the generation's server, or a plain new
     process when there is none or it fails. `notes`: what failed, for the job's result."""
 
-    def __init__(self, generation: str) -> None:
-        self.generation = generation
+    def __init__(self, generation: str, mlflow: bool) -> None:
+        self.generation, self.mlflow = generation, mlflow
         self.notes: list[str] = []
 
     def __call__(self, command: list[str], env: Mapping[str, str]) -> Any:
         if command[1:3] == ["-m", JOB_MODULE] and self.generation not in _broken:
-            warm([self.generation])
+            warm([self.generation], self.mlflow)
             server = _servers.get(self.generation)
             try:
                 if server is None:
@@ -461,7 +475,7 @@ class Spawner:
             _broken[self.generation] = why
             after = f"no fork server for keras={self.generation} in this process from now on"
         else:
-            _start(self.generation)
+            _start(self.generation, self.mlflow)
             after = "a new server takes the next job"
         note = (f"fork server (keras={self.generation}) failed: {why}; this job process "
                 f"started anew, {after}")
@@ -470,4 +484,4 @@ class Spawner:
 
 
 if __name__ == "__main__":
-    serve(sys.argv[1])
+    serve(sys.argv[1], "--mlflow" in sys.argv[2:])

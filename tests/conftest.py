@@ -51,6 +51,12 @@ CI_VARIABLES = ("PYTEST_CURRENT_TEST", "CI", "GITHUB_ACTIONS", "CIRCLECI", "GITL
 ONE_WORKER = ("tests/test_slurm.py",)
 
 
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """ONE_WORKER's files first: their tests run one after another on one worker, which should
+    not be the last thing the suite waits for."""
+    items.sort(key=lambda item: item.nodeid.split("::")[0] not in ONE_WORKER)
+
+
 def pytest_xdist_make_scheduler(config: pytest.Config, log):
     """`--dist loadgroup` with ONE_WORKER's files as groups. The `xdist_group` mark would say it,
     but pytest-xdist 3.8 marks a group by rewriting node ids, which pytest 9.2 no longer allows:
