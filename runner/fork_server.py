@@ -53,7 +53,7 @@ def supported() -> bool:
 
 # ---- the server ---------------------------------------------------------------------------------
 
-def preload(mlflow: bool) -> None:
+def preload(tracked: bool) -> None:
     """What every job process imports, imported once here: TensorFlow (its Keras generation from
     TF_USE_LEGACY_KERAS), the scenario's modules and, for tracked jobs, MLflow's client and
     TensorFlow flavour (2-3 s more, wasted on untracked ones). None of them starts the
@@ -62,14 +62,14 @@ def preload(mlflow: bool) -> None:
 
     from runner import job, scenario  # noqa: F401
 
-    if mlflow:
+    if tracked:
         import mlflow.models  # noqa: F401
         import mlflow.tensorflow  # noqa: F401 - the MLflow model a tracked job logs
 
         from runner import tracking  # noqa: F401
 
 
-def serve(path: str, mlflow: bool) -> None:
+def serve(path: str, tracked: bool) -> None:
     """Accept requests on the Unix socket `path` and fork a job process for each; tell each
     requester its process's pid, then its exit status. Single-threaded, so that each child's
     PR_SET_PDEATHSIG refers to this process's one lasting thread."""
@@ -78,7 +78,7 @@ def serve(path: str, mlflow: bool) -> None:
     cluster.die_with_parent()
     for s in (signal.SIGINT, signal.SIGTERM):  # Ctrl-C and scancel are for the jobs, not for us:
         signal.signal(s, signal.SIG_IGN)      # dying here would kill every child (PDEATHSIG)
-    preload(mlflow)
+    preload(tracked)
     listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
     listener.bind(path)
     listener.listen(64)
@@ -320,10 +320,10 @@ class ForkedProcess:
 
 
 class ForkServer:
-    """One server process for one Keras generation, started by this process; mlflow: it imports
+    """One server process for one Keras generation, started by this process; tracked: it imports
     MLflow too."""
 
-    def __init__(self, generation: str, mlflow: bool) -> None:
+    def __init__(self, generation: str, tracked: bool) -> None:
         self.generation = generation
         self.directory = Path(tempfile.mkdtemp(prefix=f"runner-fork-{generation}-"))
         self.path = str(self.directory / "socket")
@@ -336,7 +336,7 @@ class ForkServer:
         with open(self.log, "wb") as log:
             self.process = subprocess.Popen(
                 [sys.executable, "-m", "runner.fork_server", self.path,
-                 *(["--mlflow"] if mlflow else [])], env=env,
+                 *(["--tracked"] if tracked else [])], env=env,
                 stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=log,
                 start_new_session=True)  # Ctrl-C goes to the runner, which passes it on
         self.ready = False
@@ -416,9 +416,9 @@ _servers: dict[str, ForkServer] = {}
 _broken: dict[str, str] = {}  # generation -> why its server could not start: not tried again
 
 
-def _start(generation: str, mlflow: bool) -> ForkServer | None:
+def _start(generation: str, tracked: bool) -> ForkServer | None:
     try:
-        server = ForkServer(generation, mlflow)
+        server = ForkServer(generation, tracked)
     except OSError as e:  # no temporary folder, no process: as a server that never started
         _broken[generation] = f"{type(e).__name__}: {e}"
         return None
@@ -426,12 +426,12 @@ def _start(generation: str, mlflow: bool) -> ForkServer | None:
     return server
 
 
-def warm(generations: list[str], mlflow: bool) -> None:
+def warm(generations: list[str], tracked: bool) -> None:
     """Start the servers these generations need, if not started yet: they import while the
-    runner does its own start (MLflow's run, the job's config). mlflow: the jobs are tracked."""
+    runner does its own start (MLflow's run, the job's config). tracked: the jobs use MLflow."""
     for generation in generations:
         if generation not in _servers and generation not in _broken:
-            _start(generation, mlflow)
+            _start(generation, tracked)
 
 
 @atexit.register
@@ -445,13 +445,13 @@ class Spawner:
     """Starts a job process for `supervise`: forked by the generation's server, or a plain new
     process when there is none or it fails. `notes`: what failed, for the job's result."""
 
-    def __init__(self, generation: str, mlflow: bool) -> None:
-        self.generation, self.mlflow = generation, mlflow
+    def __init__(self, generation: str, tracked: bool) -> None:
+        self.generation, self.tracked = generation, tracked
         self.notes: list[str] = []
 
     def __call__(self, command: list[str], env: Mapping[str, str]) -> Any:
         if command[1:3] == ["-m", JOB_MODULE] and self.generation not in _broken:
-            warm([self.generation], self.mlflow)
+            warm([self.generation], self.tracked)
             server = _servers.get(self.generation)
             try:
                 if server is None:
@@ -475,7 +475,7 @@ class Spawner:
             _broken[self.generation] = why
             after = f"no fork server for keras={self.generation} in this process from now on"
         else:
-            _start(self.generation, self.mlflow)
+            _start(self.generation, self.tracked)
             after = "a new server takes the next job"
         note = (f"fork server (keras={self.generation}) failed: {why}; this job process "
                 f"started anew, {after}")
@@ -484,4 +484,4 @@ class Spawner:
 
 
 if __name__ == "__main__":
-    serve(sys.argv[1], "--mlflow" in sys.argv[2:])
+    serve(sys.argv[1], "--tracked" in sys.argv[2:])

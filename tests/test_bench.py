@@ -10,7 +10,7 @@ import pytest
 from conftest import ROOT
 
 SECTIONS = {"overhead", "startup", "throughput", "save_load", "sweeps", "speed_options",
-            "resume_check"}
+            "resume_check", "fork_server", "tracking"}
 
 
 @pytest.mark.slow  # about 35 runner jobs and bare scripts
@@ -41,3 +41,8 @@ def test_bench_smoke_runs_every_section(tmp_path):
         "default", "mirrored->default, batchnorm"]
     assert all(row["check_on_s"] > 0 and row["check_off_s"] > 0
                for row in sections["resume_check"])
+    assert [row["launcher"] for row in sections["fork_server"]] == ["basic", "joblib n_jobs=2"]
+    assert all(row["same_numbers"] and row["forked_jobs"] == row["jobs"] == 2
+               for row in sections["fork_server"])
+    (tracking,) = sections["tracking"]
+    assert tracking["tracked_s"] > 0 and tracking["untracked_s"] > 0 and tracking["largest"]
