@@ -461,8 +461,9 @@ class Spawner:
                 return server.spawn(command[3:], env, os.getcwd())
             except ServerFailed as e:
                 self._replace(server, str(e))
-        return subprocess.Popen(command, env=dict(env), stdout=subprocess.PIPE,
-                                stderr=subprocess.STDOUT, start_new_session=True)
+        from runner import cluster
+
+        return cluster.new_process(command, env)
 
     def _replace(self, server: ForkServer | None, why: str) -> None:
         """This job runs in a new process; the next gets a new server (started now, so that it
