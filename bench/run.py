@@ -91,10 +91,11 @@ def median(values: list[float]) -> float:
 def runner_job(work: Path, name: str, *overrides: str) -> tuple[float, dict[str, Any]]:
     """`python -m runner OVERRIDES` into work/name; its wall time and result.json."""
     out = work / name
+    started = time.time()
     seconds, output = timed([PYTHON, "-m", "runner", f"hydra.run.dir={out}", "verbose=0",
                              *overrides])
     try:
-        result = json.loads((out / "result.json").read_text())
+        result = {**json.loads((out / "result.json").read_text()), "bench_start": started}
     except FileNotFoundError:
         raise RuntimeError(f"runner wrote no result.json:\n{output[-3000:]}") from None
     if result["status"] != "passed":
@@ -340,25 +341,57 @@ def _measured(result: dict[str, Any]) -> tuple:
 
 def tracking(sizes: Sizes, work: Path) -> list[dict[str, Any]]:
     """The default job with tracking on against the same job with mlflow.enabled=false (fork
-    server on, the default), and where the tracked job's wall time goes."""
+    server on, the default), and where each one's wall time goes, item by item (medians)."""
     tracked, untracked = alternate(
         sizes.pairs, partial(_runner_timed, work, "tracked", []),
         partial(_runner_timed, work, "untracked", ["mlflow.enabled=false"]))
     on, off = median([t for t, _ in tracked]), median([t for t, _ in untracked])
-    row: dict[str, Any] = {"job": "default (digits, 2 + 2 epochs)", "tracked_s": on,
-                           "untracked_s": off, "ratio": round(on / off, 3)}
-    # Phase by phase, medians over the tracked runs; the rest of the wall time is the fixed
-    # cost outside the job's phases: starting the process(es), the data, accuracy checks,
-    # MLflow's run opened and closed in the Hydra process.
-    phases: dict[str, list[float]] = {}
-    for seconds, result in tracked:
-        timings = {k: v for k, v in result["timings"].items() if v is not None}
-        for key, value in timings.items():
-            phases.setdefault(key, []).append(value)
-        phases.setdefault("outside_phases_s", []).append(seconds - sum(timings.values()))
-    row.update({key: median(values) for key, values in phases.items()})
-    row["largest"] = max((k for k in phases), key=lambda k: median(phases[k]))
-    return [row]
+    rows: list[dict[str, Any]] = [{"item": "whole job (default: digits, 2 + 2 epochs)",
+                                   "tracked_s": on, "untracked_s": off,
+                                   "difference_s": round(on - off, 3),
+                                   "ratio": round(on / off, 3), "what": ""}]
+    items_on = [fixed_costs(*run) for run in tracked]
+    items_off = [fixed_costs(*run) for run in untracked]
+    for item in items_on[0]:
+        a = median([i[item] for i in items_on])
+        b = median([i.get(item, 0.0) for i in items_off])
+        rows.append({"item": item, "tracked_s": a, "untracked_s": b,
+                     "difference_s": round(a - b, 3), "ratio": "",
+                     "what": COST_ITEMS.get(item, "a timed phase of the job")})
+    largest = max(rows[1:], key=lambda r: r["tracked_s"])
+    rows[0]["largest"] = largest["item"]
+    for row in rows[1:]:
+        row["largest"] = ""
+    return rows
+
+
+# What each item of a job's wall time is (fixed_costs); the timed phases are the job's own.
+COST_ITEMS = {
+    "runner_start_s": "interpreter, Hydra, the config composed and checked",
+    "to_job_process_s": "until the job process runs: the fork server imports TensorFlow "
+                        "while the MLflow run opens",
+    "runtime_s": "the job process's runtime prepared (devices, Keras generation)",
+    "untimed_in_job_s": "in the job process between its timed phases: data, model built, "
+                        "accuracies, logits checked",
+    "after_job_s": "after the job process's last result: its exit, the MLflow run closed, "
+                   "the summary",
+}
+
+
+def fixed_costs(seconds: float, result: dict[str, Any]) -> dict[str, float]:
+    """A job's wall time item by item, from result.json's clock (runner.result.stamp) and
+    timings, and the wall-clock start bench_start that runner_job adds."""
+    clock, started = result["clock"], result["bench_start"]
+    timings = {k: v for k, v in result["timings"].items() if v is not None}
+    items = {
+        "runner_start_s": clock["job_start"] - started,
+        "to_job_process_s": clock["process_start"] - clock["job_start"],
+        "runtime_s": clock["prepared"] - clock["process_start"],
+        **timings,
+        "untimed_in_job_s": clock["process_end"] - clock["prepared"] - sum(timings.values()),
+        "after_job_s": started + seconds - clock["process_end"],
+    }
+    return {k: round(v, 3) for k, v in items.items()}
 
 
 def _runner_timed(work: Path, name: str, overrides: list[str], i: int) -> tuple:

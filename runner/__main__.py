@@ -1,6 +1,9 @@
 """`python -m runner [overrides]`: the Hydra entry point. Heavy work runs in a child process."""
 
+import atexit
+import os
 import sys
+import threading
 
 import hydra
 from hydra.core.hydra_config import HydraConfig
@@ -13,12 +16,12 @@ from runner.app import run
 schema.register()
 
 
-_started: list[bool] = []  # whether Hydra composed the config and called main
+_started: list[RunMode] = []  # whether (and how) Hydra composed the config and called main
 
 
 @hydra.main(version_base="1.3", config_path="../conf", config_name="config")
 def main(cfg: DictConfig) -> None:
-    _started.append(True)
+    _started.append(HydraConfig.get().mode)
     result = run(cfg)
     # A single run reports its outcome in the exit code; a multirun goes on past failed jobs.
     if result["status"] != "passed" and HydraConfig.get().mode == RunMode.RUN:
@@ -46,5 +49,29 @@ def entry() -> None:
         raise
 
 
+def exit_now(code: int | str | None) -> None:
+    """End a single job's process as Python would, less the teardown of every module it imported
+    (MLflow's, SQLAlchemy's, matplotlib's: measured 1.5-1.9 s after the job's last line): threads
+    joined and exit handlers run (the fork servers stopped, logs flushed), then os._exit. A
+    sweep's process ends the usual way: its launcher may have worker processes to shut down."""
+    if isinstance(code, str):
+        print(code, file=sys.stderr)
+        code = 1
+    for thread in threading.enumerate():
+        if thread is not threading.main_thread() and not thread.daemon:
+            thread.join()
+    atexit._run_exitfuncs()
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(code or 0)
+
+
 if __name__ == "__main__":
-    entry()
+    try:
+        entry()
+    except SystemExit as e:
+        if _started != [RunMode.RUN]:
+            raise
+        exit_now(e.code)
+    if _started == [RunMode.RUN]:
+        exit_now(0)

@@ -28,6 +28,9 @@ from runner.schema import ConfigError, validate, validate_sweep
 
 # How long an interrupted job's process gets to record the interruption before it is killed.
 INTERRUPT_GRACE_S = 10.0
+# This process's part of the job's result["clock"] (results.stamp): the job's own process adds
+# its part.
+clock: dict[str, float] = {}
 
 
 def run(cfg: DictConfig) -> dict[str, Any]:
@@ -42,6 +45,8 @@ def run(cfg: DictConfig) -> dict[str, Any]:
     choose_save_api(cfg)
     output_dir = Path(HydraConfig.get().runtime.output_dir)
     overrides = list(HydraConfig.get().overrides.task)
+    clock.clear()
+    results.stamp({"clock": clock}, "job_start")
     result: dict[str, Any] | None = None
     try:
         with interrupt.deferred():
@@ -140,6 +145,7 @@ def run_tracked(cfg: DictConfig, output_dir: Path, overrides: list[str]) -> dict
     except Exception as e:  # any other failure, too: recorded, not raised
         return not_tracked(cfg, output_dir, overrides, e)
     tracking.warm_finish()
+    results.stamp({"clock": clock}, "run_opened")
     try:
         with tracking.system_metrics(run, cfg.mlflow.system_metrics):
             result = run_in_subprocess(cfg, output_dir, overrides, tracking.job_env(run),
@@ -282,7 +288,8 @@ def run_in_subprocess(cfg: DictConfig, output_dir: Path, overrides: list[str],
                 results.write(output_dir, result)
             if spawner is not None and spawner.notes:
                 result["notes"] += spawner.notes
-                results.write(output_dir, result)
+            result["clock"] = {**clock, **result.get("clock", {})}
+            results.write(output_dir, result)
             if result["status"] != "running":
                 break
     if reporting:
@@ -302,7 +309,7 @@ def spawner_for(cfg: DictConfig, side: str) -> Any:
         return None
     from runner import fork_server
 
-    return fork_server.Spawner(side_generation(cfg, side), cfg.mlflow.enabled)
+    return fork_server.Spawner(side_generation(cfg, side), preload_mlflow(cfg))
 
 
 def use_fork_server(cfg: DictConfig) -> bool:
@@ -318,7 +325,16 @@ def warm_fork_servers(cfg: DictConfig) -> None:
         from runner import fork_server
 
         fork_server.warm(sorted({side_generation(cfg, side) for side in job_sides(cfg)}),
-                         cfg.mlflow.enabled)
+                         preload_mlflow(cfg))
+
+
+def preload_mlflow(cfg: DictConfig) -> bool:
+    """Whether the fork server imports MLflow for the jobs it forks: for a tracked sweep's, which
+    share it. A single job's server does not (2-3 s before its one job could start): its job
+    process imports MLflow in a thread while it trains (runner.live). Nor does a non-chief
+    worker's: it records nothing in MLflow."""
+    worker = cluster.multi_worker(cfg) and not cluster.is_chief(cfg.cluster)
+    return bool(cfg.mlflow.enabled) and not worker and HydraConfig.get().mode == RunMode.MULTIRUN
 
 
 def keep_secrets_out(cfg: DictConfig, output_dir: Path) -> None:

@@ -55,9 +55,9 @@ def supported() -> bool:
 
 def preload(tracked: bool) -> None:
     """What every job process imports, imported once here: TensorFlow (its Keras generation from
-    TF_USE_LEGACY_KERAS), the scenario's modules and, for tracked jobs, MLflow's client and
-    TensorFlow flavour (2-3 s more, wasted on untracked ones). None of them starts the
-    TensorFlow runtime at import, so each child still chooses its own devices."""
+    TF_USE_LEGACY_KERAS), the scenario's modules and, tracked: MLflow's client and TensorFlow
+    flavour (2-3 s more, worth it for a tracked sweep's jobs: app.preload_mlflow). None of them
+    starts the TensorFlow runtime at import, so each child still chooses its own devices."""
     import tensorflow  # noqa: F401
 
     from runner import job, scenario  # noqa: F401

@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import os
 import sys
+import time
 from pathlib import Path
 from typing import Any
 
@@ -111,6 +112,16 @@ def versions() -> dict[str, str | None]:
         except PackageNotFoundError:
             found[dist] = None
     return found
+
+
+def stamp(result: dict[str, Any], event: str, keep: bool = False) -> None:
+    """When `event` happened (Unix seconds) in result["clock"], which says where a job's wall
+    time went besides its timed phases: `job_start` (the Hydra task began), `run_opened`
+    (its MLflow run), `process_start` and `prepared` (the job process began; its runtime was
+    ready), `process_end` (it wrote its last result). keep: the first time only."""
+    clock = result.setdefault("clock", {})
+    if not (keep and event in clock):
+        clock[event] = round(time.time(), 3)
 
 
 def write(output_dir: Path, result: dict[str, Any]) -> None:

@@ -18,7 +18,7 @@ from typing import Any
 import numpy as np
 import tensorflow as tf
 
-from runner import cluster, models, runtime, save_load, verify
+from runner import cluster, live, models, runtime, save_load, verify
 from runner import data as datasets
 from runner import result as results
 from runner.save_load import LOADERS, SAVERS, Loaded, Stored, artifact_bytes
@@ -64,7 +64,7 @@ def train_side(cfg: Any, out: Path, result: dict[str, Any], phase: Callable) -> 
             result["caveat"] = save_before_fit(model, cfg.save_api.name, out)
         with timed(result, "train_s"):
             result["history"]["train"] = train(model, data.train, cfg.train.epochs, cfg,
-                                               "train", result)
+                                               "train")
         result["throughput"]["train_examples_per_s"] = _rate(
             data.n_train * cfg.train.epochs, result["timings"]["train_s"])
         if cfg.model.save_before_fit:
@@ -92,11 +92,9 @@ def train_side(cfg: Any, out: Path, result: dict[str, Any], phase: Callable) -> 
         result["notes"].append(
             "mlflow.log_model skipped: under MultiWorkerMirroredStrategy saving is a collective "
             "every worker must join, and only the chief records to MLflow")
-    elif log_model and os.environ.get("MLFLOW_RUN_ID"):  # set for the chief only
+    elif log_model and live.run():  # the chief only
         with phase("mlflow_model"), timed(result, "mlflow_model_s"):
-            from runner import tracking
-
-            result["mlflow_model"] = tracking.log_keras_model(
+            result["mlflow_model"] = live.run().tracking().log_keras_model(
                 model, data.probe, saved_logits, result["versions"])
     if cfg.verify.resume_steps:  # every worker: the steps are collectives under multi-worker
         with phase("resume"), timed(result, "resume_s"):
@@ -162,20 +160,14 @@ def build_model(cfg: Any, strategy: tf.distribute.Strategy) -> tf.keras.Model:
 
 
 def train(model: tf.keras.Model, dataset: tf.data.Dataset, epochs: int, cfg: Any,
-          name: str, result: dict[str, Any]) -> dict[str, list[float]]:
+          name: str) -> dict[str, list[float]]:
     """model.fit; returns the per-epoch loss and accuracy. In a tracked job's chief, each epoch
-    also goes to the MLflow run as it ends (`<name>_loss`, ...)."""
-    live = None
-    if os.environ.get("MLFLOW_RUN_ID"):  # set for the chief of a tracked job only
-        from runner import tracking
-
-        live = tracking.EpochMetrics(name)
+    also goes to the MLflow run as it ends (`<name>_loss`, ...: runner.live)."""
+    tracked = live.run()
     # shuffle=False: a tf.data dataset is shuffled by the pipeline; Keras ignores (and warns
     # about) shuffle=True for it.
     history = model.fit(dataset, epochs=epochs, verbose=cfg.verbose, shuffle=False,
-                        callbacks=[live.callback()] if live else None).history
-    if live is not None and live.logged == epochs and not live.failed:
-        result.setdefault("metrics_logged_live", []).append(name)
+                        callbacks=[tracked.epoch_callback(name)] if tracked else None).history
     return {("accuracy" if name.endswith("accuracy") else name): [float(v) for v in values]
             for name, values in history.items()}
 
@@ -359,7 +351,7 @@ def keep_going(loaded: Loaded, data: datasets.Data, strategy: tf.distribute.Stra
         if cfg.continue_epochs == 0:
             return None
         result["history"]["continue"] = train(loaded.model, data.train, cfg.continue_epochs,
-                                              cfg, "continue", result)
+                                              cfg, "continue")
         return accuracy(loaded.predict, data.test)
     return distributed_accuracy(loaded.predict, data.test, strategy)
 

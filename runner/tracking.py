@@ -1,8 +1,9 @@
 """Every job one MLflow run: params, tags, metrics, artifacts and status.
 
 The Hydra process opens the run before the job process starts and closes it after that process
-ends, whatever happened to it, so a crashed job never leaves a run RUNNING. The job process only
-adds the MLflow model (it alone holds the trained Keras model): see `log_keras_model`.
+ends, whatever happened to it, so a crashed job never leaves a run RUNNING. The job process adds
+the per-epoch metrics as they come and the MLflow model (it alone holds the trained Keras model):
+see runner.live and `log_keras_model`.
 """
 
 from __future__ import annotations
@@ -25,6 +26,7 @@ from mlflow.tracking import MlflowClient
 from mlflow.utils.validation import MAX_PARAM_VAL_LENGTH
 
 from runner import DEFAULT_STORE_DIR, redact
+from runner.live import RUN_ID_ENV
 from runner.result import (
     DIMENSIONS,
     EXTRA_DIMENSIONS,
@@ -39,7 +41,6 @@ from runner.result import (
 for _name in ("mlflow.store.db.utils", "mlflow.system_metrics", "alembic.runtime.migration"):
     logging.getLogger(_name).setLevel(logging.WARNING)
 
-RUN_ID_ENV = "MLFLOW_RUN_ID"
 RUN_URL_ENV = "RUNNER_MLFLOW_RUN_URL"  # where the job's run is in the UI, for its summary line
 # What the experiment is for, in MLflow's own tag. (The 3.17 UI does not open it by this tag: it
 # opens in its GenAI mode unless the link says WORKFLOW, measured in a headless browser.)
@@ -557,44 +558,6 @@ def dataset_inputs(result: Mapping[str, Any]) -> list[Any]:
 
 
 # ---- the job process's part ------------------------------------------------------------------
-
-class EpochMetrics:
-    """A Keras callback that logs each epoch's loss and accuracy to the job's run as the epoch
-    ends (`<phase>_loss`, `<phase>_accuracy`, step = epoch), so the UI draws curves while the job
-    runs. (MLflow's own MlflowCallback logs Keras' metric names unprefixed, so training and
-    continuing would share one curve, and it needs an active fluent run.) A store that fails
-    stops the logging; the Hydra process then logs the whole phase at the end."""
-
-    def __init__(self, phase: str) -> None:
-        self.phase, self.logged, self.failed = phase, 0, False
-        self.client = MlflowClient(os.environ["MLFLOW_TRACKING_URI"])
-        self.run_id = os.environ[RUN_ID_ENV]
-
-    def callback(self) -> Any:
-        import tensorflow as tf
-
-        owner = self
-
-        class Callback(tf.keras.callbacks.Callback):
-            def on_epoch_end(self, epoch: int, logs: Mapping[str, Any] | None = None) -> None:
-                owner.log(epoch, logs or {})
-
-        return Callback()
-
-    def log(self, epoch: int, logs: Mapping[str, Any]) -> None:
-        if self.failed:
-            return
-        now = int(time.time() * 1000)
-        values = {("accuracy" if k.endswith("accuracy") else k): float(v)
-                  for k, v in logs.items()}
-        try:
-            self.client.log_batch(self.run_id, metrics=[
-                Metric(f"{self.phase}_{k}", v, now, epoch) for k, v in values.items()])
-            self.logged += 1
-        except Exception:  # noqa: BLE001 - the job goes on; the Hydra process logs the phase
-            self.failed = True
-
-
 
 def log_keras_model(model: Any, probe: Any, logits: Any,
                     versions: Mapping[str, str | None]) -> dict[str, Any]:

@@ -44,5 +44,9 @@ def test_bench_smoke_runs_every_section(tmp_path):
     assert [row["launcher"] for row in sections["fork_server"]] == ["basic", "joblib n_jobs=2"]
     assert all(row["same_numbers"] and row["forked_jobs"] == row["jobs"] == 2
                for row in sections["fork_server"])
-    (tracking,) = sections["tracking"]
-    assert tracking["tracked_s"] > 0 and tracking["untracked_s"] > 0 and tracking["largest"]
+    whole, *items = sections["tracking"]
+    assert whole["tracked_s"] > 0 and whole["untracked_s"] > 0 and whole["largest"]
+    # Every second of the tracked job is in one item or another.
+    assert sum(row["tracked_s"] for row in items) == pytest.approx(whole["tracked_s"], rel=0.2)
+    assert {"runner_start_s", "to_job_process_s", "train_s", "after_job_s"} <= {
+        row["item"] for row in items}

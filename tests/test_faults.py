@@ -404,7 +404,7 @@ def auth_server(tmp_path_factory):
         [sys.executable, "-m", "mlflow", "server", "--app-name", "basic-auth",
          "--backend-store-uri", f"sqlite:///{base / 'mlflow.db'}",
          "--artifacts-destination", str(base / "artifacts"),
-         "--host", "127.0.0.1", "--port", str(port)],
+         "--host", "127.0.0.1", "--port", str(port), "--workers", "1"],
         env={**os.environ, **NO_SERVER_JOBS, "MLFLOW_AUTH_CONFIG_PATH": str(base / "auth.ini"),
              "MLFLOW_FLASK_SERVER_SECRET_KEY": "flask-key-for-tests"},
         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
