@@ -147,9 +147,12 @@ def run_tracked(cfg: DictConfig, output_dir: Path, overrides: list[str]) -> dict
     tracking.warm_finish()
     results.stamp({"clock": clock}, "run_opened")
     try:
-        with tracking.system_metrics(run, cfg.mlflow.system_metrics):
-            result = run_in_subprocess(cfg, output_dir, overrides, tracking.job_env(run),
-                                       reporting=False)
+        with tempfile.TemporaryDirectory(prefix="runner-relay-") as handover, \
+                tracking.JobRelay(run, Path(handover)) as relay, \
+                tracking.system_metrics(run, cfg.mlflow.system_metrics):
+            result = run_in_subprocess(cfg, output_dir, overrides,
+                                       {**tracking.job_env(run), **relay.env()}, reporting=False)
+        relay.apply(result)
     except BaseException:  # a bug of the runner's own: the run must still end
         with contextlib.suppress(Exception):
             tracking.abort(run)

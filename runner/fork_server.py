@@ -64,9 +64,7 @@ def preload(tracked: bool) -> None:
 
     if tracked:
         import mlflow.models  # noqa: F401
-        import mlflow.tensorflow  # noqa: F401 - the MLflow model a tracked job logs
-
-        from runner import tracking  # noqa: F401
+        import mlflow.tensorflow  # noqa: F401 - the MLflow model a tracked job saves
 
 
 def serve(path: str, tracked: bool) -> None:

@@ -17,7 +17,7 @@ from typing import Any
 
 from omegaconf import OmegaConf
 
-from runner import cluster, hints, interrupt, live, redact, runtime
+from runner import cluster, hints, interrupt, redact, runtime
 from runner import result as results
 
 
@@ -54,32 +54,17 @@ def main(argv: list[str] | None = None) -> int:
         scenario.run(cfg, out, result, args.side)
     except BaseException as e:  # noqa: BLE001 - every failure is data, Ctrl-C included
         record_failure(result, e, out)
-        close_live_run(result, None if isinstance(e, Exception) else live.INTERRUPTED_CLOSE_S)
         if isinstance(e, interrupt.Interrupted):
             results.write(out, result)
             return e.exit_code
         if not isinstance(e, Exception):
             results.write(out, result)
             raise
-    else:
-        close_live_run(result)
     if result["status"] == "passed":
         result.pop("phase", None)
     results.stamp(result, "process_end")
     results.write(out, result)
     return 0 if result["status"] in ("passed", "running") else 1
-
-
-def close_live_run(result: dict[str, Any], timeout: float | None = None) -> None:
-    """Wait until the epochs this process handed to its MLflow run are logged; record the phases
-    logged in full, which the Hydra process then does not log again."""
-    run = live.current()
-    if run is None:
-        return
-    run.close(timeout if timeout is not None else live.CLOSE_TIMEOUT_S)
-    done = {*result.get("metrics_logged_live", ()), *run.complete_phases(result["history"])}
-    if done:
-        result["metrics_logged_live"] = sorted(done)
 
 
 def record_failure(result: dict[str, Any], e: BaseException, out: Path) -> None:

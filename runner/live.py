@@ -1,112 +1,90 @@
-"""The job process's side of its MLflow run, off the job's critical path.
+"""The job process's side of its MLflow run: hand it over, never talk to the store.
 
-A tracked job's process adds two things to the run the Hydra process opened: each epoch's loss
-and accuracy as the epoch ends (the UI draws curves while the job runs) and the MLflow model.
-MLflow costs seconds to import; a thread imports it while the job prepares its runtime, loads
-its data and trains, then logs the epochs the job hands it, in order, without holding the job
-up. (A sweep's fork server has MLflow imported already: the thread then has nothing to wait for.)
-It starts when training does, after the job's own imports (its data's included): two threads
-importing the same packages at once can deadlock on Python's import locks.
+The Hydra process holds the run, with MLflow imported and its store open, and has nothing else
+to do while the job runs. So the job process only hands it what the job alone has: each epoch's
+loss and accuracy as the epoch ends (a JSON line in EPOCHS_ENV's file) and the trained model as
+an MLflow model saved on disk (MODEL_DIR_ENV). The Hydra process (tracking.JobRelay) logs the
+epochs as they come, so that the UI draws curves while the job runs, and logs the model into
+the run while the job goes on to load and continue it. The job process thus never imports the
+store's database layer (SQLAlchemy, alembic: 1.3 s) nor waits for it.
 """
 
 from __future__ import annotations
 
+import json
 import os
-import queue
-import threading
+import shutil
 import time
 from collections.abc import Mapping
+from pathlib import Path
 from typing import Any
 
+from runner.result import first_line
+
 RUN_ID_ENV = "MLFLOW_RUN_ID"  # set by the Hydra process for the chief of a tracked job only
-CLOSE_TIMEOUT_S = 60.0  # the store answers in seconds, or its HTTP timeout fails it first
-INTERRUPTED_CLOSE_S = 3.0  # of the 10 s an interrupted job's process has to record it
+EPOCHS_ENV = "RUNNER_EPOCHS_FILE"
+MODEL_DIR_ENV = "RUNNER_MLFLOW_MODEL_DIR"
 
 
-class LiveRun:
-    """The run of this job process, logged to from a thread of its own. `logged`: epochs
-    logged per phase; `failed`: a store that failed stops the logging (the Hydra process then
-    logs the whole of each phase not logged in full)."""
-
-    def __init__(self, run_id: str) -> None:
-        self.run_id = run_id
-        self.logged: dict[str, int] = {}
-        self.failed = False
-        self._tasks: queue.Queue[tuple[str, int, dict[str, float], int] | None] = queue.Queue()
-        self._imported = threading.Event()
-        self._thread = threading.Thread(target=self._work, name="runner-live-run", daemon=True)
-        self._thread.start()
-
-    def epoch_callback(self, phase: str) -> Any:
-        """A Keras callback handing each epoch's metrics to the thread (`<phase>_loss`, ...)."""
-        import tensorflow as tf
-
-        owner = self
-
-        class Callback(tf.keras.callbacks.Callback):
-            def on_epoch_end(self, epoch: int, logs: Mapping[str, Any] | None = None) -> None:
-                values = {("accuracy" if k.endswith("accuracy") else k): float(v)
-                          for k, v in (logs or {}).items()}
-                owner._tasks.put((phase, epoch, values, int(time.time() * 1000)))
-
-        return Callback()
-
-    def tracking(self) -> Any:
-        """runner.tracking, once the thread has imported it (for the MLflow model, which the
-        job logs itself: it alone holds the trained model)."""
-        self._imported.wait()
-        from runner import tracking
-
-        return tracking
-
-    def close(self, timeout: float = CLOSE_TIMEOUT_S) -> None:
-        """Wait (at most `timeout`) until every epoch handed over is logged."""
-        self._tasks.put(None)
-        self._thread.join(timeout)
-
-    def complete_phases(self, history: Mapping[str, Mapping[str, list[float]]]) -> list[str]:
-        """The phases whose every epoch is in the run (call after close)."""
-        return [phase for phase, curves in history.items()
-                if self.logged.get(phase) == max((len(v) for v in curves.values()), default=0)]
-
-    def _work(self) -> None:
-        try:
-            import mlflow.models  # noqa: F401 - what log_keras_model needs, imported here
-            import mlflow.tensorflow  # noqa: F401
-            from mlflow.entities import Metric
-            from mlflow.tracking import MlflowClient
-
-            from runner import tracking  # noqa: F401
-            client = MlflowClient(os.environ["MLFLOW_TRACKING_URI"])
-        except Exception:  # noqa: BLE001 - the job goes on; the Hydra process logs it all
-            self.failed = True
-            return
-        finally:
-            self._imported.set()
-        while (task := self._tasks.get()) is not None:
-            if self.failed:
-                continue
-            phase, epoch, values, now = task
-            try:
-                client.log_batch(self.run_id, metrics=[
-                    Metric(f"{phase}_{k}", v, now, epoch) for k, v in values.items()])
-            except Exception:  # noqa: BLE001 - as above
-                self.failed = True
-                continue
-            self.logged[phase] = self.logged.get(phase, 0) + 1
+def tracked() -> bool:
+    """Whether this process is a tracked job's chief: it hands the run its epochs and model."""
+    return bool(os.environ.get(RUN_ID_ENV))
 
 
-_live: LiveRun | None = None
+def epoch_callback(phase: str) -> Any:
+    """A Keras callback handing each epoch's metrics to the Hydra process (`<phase>_loss`,
+    `<phase>_accuracy`, step = epoch); None when the job is not tracked here."""
+    path = os.environ.get(EPOCHS_ENV)
+    if not (tracked() and path):
+        return None
+    import tensorflow as tf
+
+    class Callback(tf.keras.callbacks.Callback):
+        def on_epoch_end(self, epoch: int, logs: Mapping[str, Any] | None = None) -> None:
+            values = {("accuracy" if k.endswith("accuracy") else k): float(v)
+                      for k, v in (logs or {}).items()}
+            line = json.dumps({"phase": phase, "epoch": epoch, "values": values,
+                               "time_ms": int(time.time() * 1000)})
+            with open(path, "a") as f:  # one write of one line: the reader sees whole lines
+                f.write(line + "\n")
+
+    return Callback()
 
 
-def run() -> LiveRun | None:
-    """This process's live run, started on first use; None when the job is not tracked here."""
-    global _live
-    if _live is None and os.environ.get(RUN_ID_ENV):
-        _live = LiveRun(os.environ[RUN_ID_ENV])
-    return _live
+def requirements(versions: Mapping[str, str | None]) -> list[str]:
+    """The MLflow model's pip requirements. Given, MLflow need not infer them by loading the
+    model in a subprocess (about 15 s)."""
+    return [f"{dist}=={versions[dist]}" for dist in ("tensorflow", "keras", "tf-keras")
+            if versions.get(dist)]
 
 
-def current() -> LiveRun | None:
-    """The live run if one was started."""
-    return _live
+def serving_env(model: Any) -> dict[str, str]:
+    """What a process serving the model must set. Measured: Keras 3 cannot read tf_keras' saved
+    optimizer config ('Argument(s) not recognized: jit_compile, is_legacy_optimizer'); the
+    serving process needs tf_keras too."""
+    return {"TF_USE_LEGACY_KERAS": "1"} if type(model).__module__.startswith("tf_keras") else {}
+
+
+def save_mlflow_model(model: Any, probe: Any, logits: Any,
+                      versions: Mapping[str, str | None]) -> dict[str, Any]:
+    """Save the trained model as an MLflow model (TensorFlow flavour, signature inferred from the
+    probe) where the Hydra process logs it from. Returns what result.json records until the Hydra
+    process says where it was logged: that it was saved, or why it could not be."""
+    import mlflow.tensorflow
+    from mlflow.models import infer_signature
+
+    target = Path(os.environ[MODEL_DIR_ENV])
+    partial = target.with_name(f"{target.name}.partial")
+    try:
+        mlflow.tensorflow.save_model(model, str(partial), signature=infer_signature(probe, logits),
+                                     pip_requirements=requirements(versions))
+        for pycache in partial.rglob("__pycache__"):
+            shutil.rmtree(pycache, ignore_errors=True)
+        partial.rename(target)  # whole, or not there: the Hydra process logs what it finds
+    except Exception as e:  # recorded, not fatal: the scenario's own save/load is the subject
+        shutil.rmtree(partial, ignore_errors=True)
+        return {"logged": False, "error": f"{type(e).__name__}: {first_line(e) or repr(e)}"}
+    saved: dict[str, Any] = {"logged": None, "saved": True}
+    if serving_env(model):
+        saved["serving_env"] = serving_env(model)
+    return saved

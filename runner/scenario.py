@@ -92,9 +92,9 @@ def train_side(cfg: Any, out: Path, result: dict[str, Any], phase: Callable) -> 
         result["notes"].append(
             "mlflow.log_model skipped: under MultiWorkerMirroredStrategy saving is a collective "
             "every worker must join, and only the chief records to MLflow")
-    elif log_model and live.run():  # the chief only
+    elif log_model and live.tracked():  # the chief only
         with phase("mlflow_model"), timed(result, "mlflow_model_s"):
-            result["mlflow_model"] = live.run().tracking().log_keras_model(
+            result["mlflow_model"] = live.save_mlflow_model(
                 model, data.probe, saved_logits, result["versions"])
     if cfg.verify.resume_steps:  # every worker: the steps are collectives under multi-worker
         with phase("resume"), timed(result, "resume_s"):
@@ -163,11 +163,11 @@ def train(model: tf.keras.Model, dataset: tf.data.Dataset, epochs: int, cfg: Any
           name: str) -> dict[str, list[float]]:
     """model.fit; returns the per-epoch loss and accuracy. In a tracked job's chief, each epoch
     also goes to the MLflow run as it ends (`<name>_loss`, ...: runner.live)."""
-    tracked = live.run()
+    handover = live.epoch_callback(name)
     # shuffle=False: a tf.data dataset is shuffled by the pipeline; Keras ignores (and warns
     # about) shuffle=True for it.
     history = model.fit(dataset, epochs=epochs, verbose=cfg.verbose, shuffle=False,
-                        callbacks=[tracked.epoch_callback(name)] if tracked else None).history
+                        callbacks=[handover] if handover else None).history
     return {("accuracy" if name.endswith("accuracy") else name): [float(v) for v in values]
             for name, values in history.items()}
 

@@ -214,23 +214,29 @@ def damage(saved: Path, tmp: Path) -> dict[str, tuple[Path, str, str]]:
 
 
 def test_damaged_artifacts_fail_naming_path_and_phase(saved_jobs, tmp_path):
+    """Swept as users would sweep `load_from` (one sweep per load API): each damaged copy is
+    a job failed in `load` naming the path, and a FAILED run."""
     cases = damage(saved_jobs, tmp_path)
     store = tmp_path / "store"
-    for name, (location, api, path) in cases.items():
-        run_dir = tmp_path / "runs" / name
-        proc = runner(f"hydra.run.dir={run_dir}", *TRACKED, f"mlflow.store_dir={store}",
-                      f"load_from={location}", f"load_api={api}")
-        r = read_result(run_dir)
-        assert proc.returncode == 1, name
-        assert (r["status"], r["error"]["phase"]) == ("failed", "load"), (name, r["error"])
-        assert path in r["error"]["message"], (name, r["error"]["message"])
-        assert path in proc.stdout and "phase 'load'" in proc.stdout, name
-    by_dir = {Path(run.data.tags["output_dir"]).name: run for run in runs(store)}
-    assert sorted(by_dir) == sorted(cases)
+    for api in sorted({api for _, api, _ in cases.values()}):
+        mine = {name: case for name, case in cases.items() if case[1] == api}
+        sweep_dir = tmp_path / "sweeps" / api
+        proc = runner("-m", f"hydra.sweep.dir={sweep_dir}", *TRACKED,
+                      f"mlflow.store_dir={store}", f"load_api={api}",
+                      "load_from=" + ",".join(str(location) for location, _, _ in mine.values()))
+        results = {r["load_from"]: r for r in sweep_results(sweep_dir)}
+        assert len(results) == len(mine), proc.stdout[-3000:] + proc.stderr[-3000:]
+        for name, (location, _, path) in mine.items():
+            r = results[str(location)]
+            assert (r["status"], r["error"]["phase"]) == ("failed", "load"), (name, r["error"])
+            assert path in r["error"]["message"], (name, r["error"]["message"])
+            assert path in proc.stdout, name
+        assert proc.stdout.count("phase 'load'") >= len(mine)
+    by_dir = {run.data.tags["load_from"]: run for run in runs(store)
+              if "output_dir" in run.data.tags}
+    assert sorted(by_dir) == sorted(str(location) for location, _, _ in cases.values())
     for name, run in by_dir.items():
         assert run.info.status == "FAILED" and run.data.tags["error_phase"] == "load", name
-
-
 
 
 def test_empty_or_damaged_tfds_data_dir_fails_in_the_data_phase(tmp_path):

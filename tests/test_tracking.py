@@ -15,6 +15,7 @@ from pathlib import Path
 import psutil
 import pytest
 from conftest import ROOT, as_users_run, read_result, runner
+from mlflow.entities import LoggedModelStatus
 from mlflow.tracking import MlflowClient
 
 TRACKED = ["verbose=0", "train.epochs=2", "continue_epochs=2"]
@@ -112,6 +113,11 @@ def test_passed_job_is_a_complete_run(tmp_path, store, keras):
     assert tags["mlflow_model_uri"] == model_uri
     (logged,) = client.search_logged_models([run.info.experiment_id])
     assert logged.model_id == model_uri.split("/")[-1] and logged.source_run_id == run.info.run_id
+    # The Hydra process logs the model the job process saved, while the job goes on: it is
+    # whole (READY) and in the run before the run's status is set, as every metric is.
+    assert logged.status == LoggedModelStatus.READY
+    assert logged.last_updated_timestamp <= run.info.end_time
+    assert_all_in_before_the_end(client, run)
     assert logged.artifact_location.startswith((tmp_path / "mlflow").as_uri())
     assert [o.model_id for o in run.outputs.model_outputs] == [logged.model_id]
     assert not (ROOT / "mlruns").exists()
@@ -144,6 +150,16 @@ def test_failed_job_is_a_failed_run_with_its_traceback(tmp_path, store):
     assert "Invalid filepath extension" in tags["error_message"] and tags["error_hint"]
     assert "traceback.txt" in artifact_paths(client, run.info.run_id)
     assert "accuracy_after_train" in run.data.metrics  # what ran before the failure counts
+    assert [m.step for m in client.get_metric_history(run.info.run_id, "train_loss")] == [0, 1]
+    assert_all_in_before_the_end(client, run)
+    assert not client.search_logged_models([run.info.experiment_id])  # it failed before one
+
+
+def assert_all_in_before_the_end(client: MlflowClient, run) -> None:
+    """No metric of the run was logged after its status was set."""
+    for key in run.data.metrics:
+        history = client.get_metric_history(run.info.run_id, key)
+        assert max(m.timestamp for m in history) <= run.info.end_time, key
 
 
 @pytest.mark.parametrize("fork_server", ["true", "false"])
