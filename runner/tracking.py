@@ -581,6 +581,11 @@ def log_keras_model(model: Any, probe: Any, logits: Any,
     return logged
 
 
+# The run's tags that MLflow's Model.log also gives the logged model (who, from what code).
+SOURCE_TAGS = ("mlflow.user", "mlflow.source.name", "mlflow.source.type",
+               "mlflow.source.git.commit")
+
+
 class JobRelay:
     """While a tracked job runs, what its process hands over (runner.live) goes into its run:
     each epoch's metrics as the epoch ends, and the MLflow model as soon as it is saved, while
@@ -667,7 +672,8 @@ class JobRelay:
             run = client.get_run(self.run.run_id)
             logged = client.create_logged_model(
                 run.info.experiment_id, name="model", source_run_id=self.run.run_id,
-                params=dict(run.data.params))
+                params=dict(run.data.params),
+                tags={k: v for k, v in run.data.tags.items() if k in SOURCE_TAGS})
             model_id = logged.model_id
             mlmodel = Model.load(str(self.model_dir / "MLmodel"))
             mlmodel.artifact_path, mlmodel.run_id = logged.artifact_location, self.run.run_id
