@@ -334,7 +334,7 @@ def warm_fork_servers(cfg: DictConfig) -> None:
 def preload_mlflow(cfg: DictConfig) -> bool:
     """Whether the fork server imports MLflow for the jobs it forks: for a tracked sweep's, which
     share it. A single job's server does not (2-3 s before its one job could start): its job
-    process imports MLflow in a thread while it trains (runner.live). Nor does a non-chief
+    process imports MLflow only to save the MLflow model (runner.live). Nor does a non-chief
     worker's: it records nothing in MLflow."""
     worker = cluster.multi_worker(cfg) and not cluster.is_chief(cfg.cluster)
     return bool(cfg.mlflow.enabled) and not worker and HydraConfig.get().mode == RunMode.MULTIRUN

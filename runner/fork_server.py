@@ -55,8 +55,8 @@ def supported() -> bool:
 
 def preload(tracked: bool) -> None:
     """What every job process imports, imported once here: TensorFlow (its Keras generation from
-    TF_USE_LEGACY_KERAS), the scenario's modules and, tracked: MLflow's client and TensorFlow
-    flavour (2-3 s more, worth it for a tracked sweep's jobs: app.preload_mlflow). None of them
+    TF_USE_LEGACY_KERAS), the scenario's modules and, tracked: what saves the MLflow model
+    (2-3 s more, worth it for a tracked sweep's jobs: app.preload_mlflow). None of them
     starts the TensorFlow runtime at import, so each child still chooses its own devices."""
     import tensorflow  # noqa: F401
 

@@ -589,9 +589,9 @@ SOURCE_TAGS = ("mlflow.user", "mlflow.source.name", "mlflow.source.type",
 class JobRelay:
     """While a tracked job runs, what its process hands over (runner.live) goes into its run:
     each epoch's metrics as the epoch ends, and the MLflow model as soon as it is saved, while
-    the job goes on to load and continue. A thread polls the job's files; `close` takes what
-    came last. A store that fails stops the relay: `finish` then logs what is missing, or the
-    job's record waits for runner.sync."""
+    the job goes on to load and continue. A thread polls the job's files; leaving the `with`
+    takes what came last. A store that fails stops the relay: `finish` then logs what is
+    missing, or the job's record waits for runner.sync."""
 
     POLL_S = 0.2
 
@@ -624,7 +624,7 @@ class JobRelay:
         if live_phases:
             result["metrics_logged_live"] = live_phases
         saved = result.get("mlflow_model") or {}
-        if saved.get("saved"):
+        if saved.get("saved") or self.model:  # logged, even if its process died before saying
             outcome = self.model or {"logged": False,
                                      "error": "the saved MLflow model was not found"}
             result["mlflow_model"] = {**{k: v for k, v in saved.items() if k != "saved"},
@@ -650,8 +650,8 @@ class JobRelay:
             return
         whole = text[:text.rfind(b"\n") + 1]
         for line in whole.decode().split("\n")[:-1]:
-            epoch = json.loads(line)
             try:
+                epoch = json.loads(line)
                 client.log_batch(self.run.run_id, metrics=[
                     Metric(f"{epoch['phase']}_{k}", v, epoch["time_ms"], epoch["epoch"])
                     for k, v in epoch["values"].items()])

@@ -78,12 +78,20 @@ def as_users_run(env: dict[str, str] | None = None) -> dict[str, str]:
     return {k: v for k, v in {**os.environ, **(env or {})}.items() if k not in CI_VARIABLES}
 
 
+# RUNNER_TESTS_FORK_SERVER=false: every job the tests start that does not choose for itself
+# runs in a new process (runner.fork_server=false), e.g. to run the scenario tests as before
+# the fork server: RUNNER_TESTS_FORK_SERVER=false python -m pytest -n 2 tests/test_scenario.py
+FORK_SERVER = os.environ.get("RUNNER_TESTS_FORK_SERVER")
+
+
 def runner(*args: str, env: dict[str, str] | None = None, timeout: float = 600,
            users_env: bool = False):
     """`python -m runner ARGS` from the repository root; returns the CompletedProcess.
     users_env=True: with MLflow's telemetry on, as in a user's shell (see as_users_run)."""
+    chosen = any(a.startswith("runner.fork_server=") for a in args)
+    forced = [f"runner.fork_server={FORK_SERVER}"] if FORK_SERVER and not chosen else []
     return subprocess.run(
-        [sys.executable, "-m", "runner", *args],
+        [sys.executable, "-m", "runner", *args, *forced],
         cwd=ROOT, env=as_users_run(env) if users_env else {**os.environ, **(env or {})},
         capture_output=True, text=True, timeout=timeout,
     )
@@ -91,6 +99,16 @@ def runner(*args: str, env: dict[str, str] | None = None, timeout: float = 600,
 
 def read_result(job_dir: Path) -> dict:
     return json.loads((job_dir / "result.json").read_text())
+
+
+def fitting(job_dir: Path) -> bool:
+    """Whether the job's process is past its data and in `train` again (building and fitting
+    the model): a signal now lands in phase `train`. (Its first phase is `train` too, before the
+    data: a signal sent then may land in `data`.)"""
+    if not (job_dir / "result.json").exists():
+        return False
+    result = read_result(job_dir)
+    return result.get("phase") == "train" and bool(result.get("data_sizes"))
 
 
 def sweep_results(sweep_dir: Path) -> list[dict]:

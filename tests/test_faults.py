@@ -23,6 +23,7 @@ from conftest import (
     NO_SERVER_JOBS,
     PREPARE_MNIST,
     ROOT,
+    fitting,
     free_port,
     read_result,
     runner,
@@ -327,8 +328,7 @@ def test_interrupted_sweep_keeps_finished_jobs_and_closes_the_parent(tmp_path):
     sweep_dir, store = tmp_path / "sweep", tmp_path / "store"
     proc = launch("-m", f"hydra.sweep.dir={sweep_dir}", *TRACKED, f"mlflow.store_dir={store}",
                   "train.epochs=1,300,1")
-    wait_for(lambda: (sweep_dir / "1" / "result.json").exists()
-             and read_result(sweep_dir / "1").get("phase") == "train", "job 1 to train")
+    wait_for(lambda: fitting(sweep_dir / "1"), "job 1 to train")
     processes = family(proc)
     # The job process was forked by a fork server (runner.fork_server, on by default); both go.
     assert read_result(sweep_dir / "1")["process"]["start"] == "forked"
@@ -351,7 +351,7 @@ def test_sweep_stopped_mid_way_keeps_finished_jobs(tmp_path):
                   f"hydra.sweep.dir={sweep_dir}", *TRACKED, f"mlflow.store_dir={store}",
                   "train.epochs=1,1,300")
     wait_for(lambda: all((sweep_dir / str(i) / "result.json").exists() for i in range(3))
-             and read_result(sweep_dir / "2").get("phase") == "train"
+             and fitting(sweep_dir / "2")
              and all(read_result(sweep_dir / str(i))["status"] == "passed" for i in (0, 1)),
              "jobs 0 and 1 to pass and job 2 to train")
     processes = family(proc)

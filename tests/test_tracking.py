@@ -14,7 +14,7 @@ from pathlib import Path
 
 import psutil
 import pytest
-from conftest import ROOT, as_users_run, read_result, runner
+from conftest import ROOT, as_users_run, fitting, read_result, runner
 from mlflow.entities import LoggedModelStatus
 from mlflow.tracking import MlflowClient
 
@@ -172,10 +172,7 @@ def test_killed_job_process_never_leaves_a_running_run(tmp_path, store, fork_ser
          "train.epochs=50", f"runner.fork_server={fork_server}", *overrides],
         cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     deadline = time.monotonic() + 120
-    while time.monotonic() < deadline:  # wait until the job process is training
-        if (job_dir / "result.json").exists() and read_result(job_dir).get("phase") == "train" \
-                and read_result(job_dir).get("devices"):
-            break
+    while time.monotonic() < deadline and not fitting(job_dir):  # the job process trains
         time.sleep(0.5)
     process = read_result(job_dir)["process"]
     assert process["start"] == ("forked" if fork_server == "true" else "new")
