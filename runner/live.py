@@ -83,8 +83,13 @@ def save_mlflow_model(model: Any, probe: Any, logits: Any,
         partial.rename(target)  # whole, or not there: the Hydra process logs what it finds
     except Exception as e:  # recorded, not fatal: the scenario's own save/load is the subject
         shutil.rmtree(partial, ignore_errors=True)
-        return {"logged": False, "error": f"{type(e).__name__}: {first_line(e) or repr(e)}"}
+        return not_logged(e)
     saved: dict[str, Any] = {"logged": None, "saved": True}
     if serving_env(model):
         saved["serving_env"] = serving_env(model)
     return saved
+
+
+def not_logged(e: Exception) -> dict[str, Any]:
+    """What result.json's `mlflow_model` says of a model that could not be saved or logged."""
+    return {"logged": False, "error": f"{type(e).__name__}: {first_line(e) or repr(e)}"}

@@ -574,7 +574,7 @@ def log_keras_model(model: Any, probe: Any, logits: Any,
             model=model, signature=infer_signature(probe, logits),
             pip_requirements=live.requirements(versions))
     except Exception as e:  # recorded, not fatal: the scenario's own save/load is the subject
-        return {"logged": False, "error": f"{type(e).__name__}: {first_line(e) or repr(e)}"}
+        return live.not_logged(e)
     logged: dict[str, Any] = {"logged": True, "model_uri": info.model_uri}
     if live.serving_env(model):
         logged["serving_env"] = live.serving_env(model)
@@ -686,7 +686,7 @@ class JobRelay:
             if model_id is not None:
                 with contextlib.suppress(Exception):
                     client.finalize_logged_model(model_id, LoggedModelStatus.FAILED)
-            return {"logged": False, "error": f"{type(e).__name__}: {first_line(e) or repr(e)}"}
+            return live.not_logged(e)
         return {"logged": True, "model_uri": f"models:/{model_id}"}
 
 
