@@ -312,7 +312,7 @@ def spawner_for(cfg: DictConfig, side: str) -> Any:
         return None
     from runner import fork_server
 
-    return fork_server.Spawner(side_generation(cfg, side), preload_mlflow(cfg))
+    return fork_server.Spawner(side_generation(cfg, side), server_imports(cfg))
 
 
 def use_fork_server(cfg: DictConfig) -> bool:
@@ -321,23 +321,34 @@ def use_fork_server(cfg: DictConfig) -> bool:
     return bool(cfg.runner.fork_server) and fork_server.supported()
 
 
-def warm_fork_servers(cfg: DictConfig) -> None:
-    """Start the job's fork servers now: they import TensorFlow while this process imports MLflow
-    and opens the job's run."""
+def warm_fork_servers(cfg: DictConfig, sweep: bool | None = None) -> None:
+    """Start the fork servers of the job, and of the other jobs of its sweep, now: they import
+    TensorFlow while this process imports MLflow and opens the job's run (or the sweep's parent
+    run)."""
     if use_fork_server(cfg):
         from runner import fork_server
+        from runner.sweep import GENERATIONS_ENV
 
-        fork_server.warm(sorted({side_generation(cfg, side) for side in job_sides(cfg)}),
-                         preload_mlflow(cfg))
+        generations = {side_generation(cfg, side) for side in job_sides(cfg)}
+        generations.update(filter(None, os.environ.get(GENERATIONS_ENV, "").split(",")))
+        fork_server.warm(sorted(generations), server_imports(cfg, sweep))
 
 
-def preload_mlflow(cfg: DictConfig) -> bool:
-    """Whether the fork server imports MLflow for the jobs it forks: for a tracked sweep's, which
-    share it. A single job's server does not (2-3 s before its one job could start): its job
-    process imports MLflow only to save the MLflow model (runner.live). Nor does a non-chief
-    worker's: it records nothing in MLflow."""
+def server_imports(cfg: DictConfig, sweep: bool | None = None) -> list[str]:
+    """What the fork server imports for its jobs beyond TensorFlow and the scenario: the digits'
+    loader (tf_keras, unlike Keras 3, imports none of scikit-learn: 1.8 s a job); and, for a
+    tracked sweep's jobs, which share it, what saves the MLflow model. A single job's server
+    does not import MLflow (2-3 s before its one job could start): its job process imports it
+    only to save the MLflow model (runner.live). Nor does a non-chief worker's: it records
+    nothing in MLflow."""
+    extra = ["sklearn.datasets"] if cfg.data.name == "digits" else []
     worker = cluster.multi_worker(cfg) and not cluster.is_chief(cfg.cluster)
-    return bool(cfg.mlflow.enabled) and not worker and HydraConfig.get().mode == RunMode.MULTIRUN
+    if sweep is None:
+        sweep = HydraConfig.get().mode == RunMode.MULTIRUN
+    if cfg.mlflow.enabled and not worker and sweep:
+        # mlflow.pyfunc: imported lazily by mlflow.tensorflow.save_model
+        extra += ["mlflow.models", "mlflow.pyfunc", "mlflow.tensorflow"]
+    return extra
 
 
 def keep_secrets_out(cfg: DictConfig, output_dir: Path) -> None:

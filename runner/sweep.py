@@ -13,6 +13,7 @@ jobs that finished, after marking the interrupted ones.
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import subprocess
 import sys
@@ -29,6 +30,7 @@ from runner import interrupt, redact
 from runner import result as results
 
 SWEEP_FILE = "sweep.json"
+GENERATIONS_ENV = "RUNNER_SWEEP_GENERATIONS"  # the Keras generations a local sweep's jobs import
 # The sweep this process launched and has not closed yet (see close_unfinished), and whether
 # its jobs run here (basic, joblib launchers), where they end with it: not on a SLURM cluster.
 _open: list[tuple[Path, bool]] = []
@@ -46,6 +48,15 @@ class SweepCallback(Callback):
                                 # what runner.sync needs to reach the store again (masked)
                                 "mlflow": redact.tree(OmegaConf.to_container(
                                     config.mlflow, resolve=True))}
+        launcher = str(config.hydra.launcher.get("_target_", ""))
+        if "submitit" not in launcher:
+            # Every job's process (joblib's workers too) starts the fork servers of all the
+            # sweep's Keras generations at its first job, not one by one as jobs need them.
+            os.environ[GENERATIONS_ENV] = ",".join(swept_generations(config))
+        if "BasicLauncher" in launcher:
+            from runner import app  # the jobs run in this process: their servers can start now
+
+            app.warm_fork_servers(config, sweep=True)
         with interrupt.deferred():  # a parent run created must be recorded, to be closed
             if config.mlflow.enabled:
                 from runner import tracking
@@ -83,11 +94,7 @@ def parent_name(config: DictConfig, sweep_dir: Path, swept: list[str], jobs: int
 def sweep_plan(config: DictConfig) -> tuple[list[str], int | None]:
     """The keys a sweep varies (its sweep overrides and its sweeper's params) and how many jobs
     it has (None when the sweeper is not the basic one, which alone makes the product)."""
-    from hydra.core.override_parser.overrides_parser import OverridesParser
-
-    params = config.hydra.sweeper.get("params") or {}
-    given = [*(f"{k}={v}" for k, v in params.items()), *config.hydra.overrides.task]
-    parsed = OverridesParser.create().parse_overrides(given)
+    parsed = sweep_overrides(config)
     counts = {o.get_key_element(): len(list(o.sweep_iterator()))
               for o in parsed if o.is_sweep_override()}
     jobs: int | None = 1
@@ -96,6 +103,26 @@ def sweep_plan(config: DictConfig) -> tuple[list[str], int | None]:
     if "BasicSweeper" not in str(config.hydra.sweeper.get("_target_", "")):
         jobs = None
     return sorted(counts), jobs
+
+
+def sweep_overrides(config: DictConfig) -> list[Any]:
+    """The sweep's overrides (its sweeper's params, then the command line's), parsed."""
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+
+    params = config.hydra.sweeper.get("params") or {}
+    given = [*(f"{k}={v}" for k, v in params.items()), *config.hydra.overrides.task]
+    return OverridesParser.create().parse_overrides(given)
+
+
+def swept_generations(config: DictConfig) -> list[str]:
+    """The Keras generations the sweep's jobs import: its config's, and every value it gives
+    keras or load_keras."""
+    generations = {config.keras.name, config.load_keras.name}
+    for o in sweep_overrides(config):
+        if o.get_key_element() in ("keras", "load_keras"):
+            values = o.sweep_iterator() if o.is_sweep_override() else [o.value()]
+            generations.update(str(v) for v in values)
+    return sorted(generations)
 
 
 @dataclass(frozen=True)
@@ -200,6 +227,7 @@ def close(sweep_dir: Path, status: str, e: BaseException | None = None) -> None:
     from runner import matrix
 
     _open.clear()
+    os.environ.pop(GENERATIONS_ENV, None)
     done = job_results(sweep_dir)
     records = [matrix.record_from_result(r) for r in done]
     info = sweep_info(sweep_dir)

@@ -530,7 +530,9 @@ def curves_figure(history: Mapping[str, Mapping[str, list[float]]]) -> Any:
     for ax, name in zip(axes, ("loss", "accuracy"), strict=True):
         ax.set(xlabel="epoch", title=name)
         ax.legend()
-    fig.tight_layout()
+    # Fixed margins, room for 6-character tick labels: tight_layout drew the figure once more,
+    # 0.15-0.35 s after every tracked job (measured).
+    fig.subplots_adjust(left=0.08, right=0.98, bottom=0.14, top=0.9, wspace=0.25)
     plt.close(fig)
     return fig
 

@@ -9,7 +9,7 @@ from conftest import ROOT, runner
 from hydra import compose, initialize_config_dir
 from omegaconf import OmegaConf
 
-from runner import schema
+from runner import schema, sweep
 from runner.schema import ConfigError, validate
 
 schema.register()
@@ -59,6 +59,17 @@ def test_load_keras_follows_keras_unless_chosen():
     assert compose_cfg("keras=legacy").load_keras.name == "legacy"
     cfg = compose_cfg("keras=legacy", "load_keras=v3")
     assert (cfg.keras.name, cfg.load_keras.name) == ("legacy", "v3")
+
+
+
+def test_a_sweep_starts_a_fork_server_for_each_keras_generation_its_jobs_import():
+    """What a basic-launcher sweep warms before its parent run opens (runner.sweep)."""
+    assert sweep.swept_generations(compose_cfg("experiment=matrix", hydra=True)) == [
+        "legacy", "v3"]
+    assert sweep.swept_generations(compose_cfg("keras=legacy", hydra=True)) == ["legacy"]
+    assert sweep.swept_generations(compose_cfg("load_keras=legacy", hydra=True)) == [
+        "legacy", "v3"]
+    assert sweep.swept_generations(compose_cfg("save_api=keras", hydra=True)) == ["v3"]
 
 
 # Each step of the seed tutorial: (save_api, load_api, load_strategy, model, io_device).

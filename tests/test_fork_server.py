@@ -57,7 +57,7 @@ def test_a_dead_or_hung_server_costs_the_job_a_new_process_not_its_result(tmp_pa
     ANSWER_TIMEOUT_S has passed."""
     command = [sys.executable, "-m", fork_server.JOB_MODULE, "--help"]
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
-    spawner = fork_server.Spawner("v3", tracked=False)
+    spawner = fork_server.Spawner("v3")
     try:
         forked = spawner(command, env)
         assert isinstance(forked, fork_server.ForkedProcess)
