@@ -460,8 +460,13 @@ def result_tags(result: Mapping[str, Any]) -> dict[str, str]:
 
 def metrics(result: Mapping[str, Any], all_phases: bool = False) -> Iterator[Metric]:
     """Per-epoch curves (step = epoch) of the phases the job process did not log live (all of
-    them, all_phases=True), then the job's single numbers."""
+    them, all_phases=True), then the job's single numbers, linked to the run's logged model as
+    MLflow's fluent log_metric links a run's step-0 metrics to its output model: the model's
+    page in the UI shows them."""
     now = int(time.time() * 1000)
+    logged = result.get("mlflow_model") or {}
+    uri = str(logged.get("model_uri") or "") if logged.get("logged") else ""
+    model_id = uri.removeprefix("models:/") if uri.startswith("models:/") else None
     live = set() if all_phases else set(result.get("metrics_logged_live") or ())
     for phase, history in (result.get("history") or {}).items():
         if phase in live:
@@ -481,7 +486,7 @@ def metrics(result: Mapping[str, Any], all_phases: bool = False) -> Iterator[Met
     }
     for name, value in singles.items():
         if value is not None:
-            yield Metric(name, float(value), now, 0)
+            yield Metric(name, float(value), now, 0, model_id=model_id)
 
 
 def log_files(client: MlflowClient, run_id: str, result: Mapping[str, Any],

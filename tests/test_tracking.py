@@ -120,6 +120,10 @@ def test_passed_job_is_a_complete_run(tmp_path, store, keras):
     assert_all_in_before_the_end(client, run)
     assert logged.artifact_location.startswith((tmp_path / "mlflow").as_uri())
     assert [o.model_id for o in run.outputs.model_outputs] == [logged.model_id]
+    # The model's page shows what the job measured of it, as after MLflow's fluent log_metric.
+    on_model = {metric.key: metric.value for metric in logged.metrics}
+    assert on_model["accuracy_after_load"] == m["accuracy_after_load"]
+    assert on_model["max_abs_diff"] == m["max_abs_diff"]
     assert not (ROOT / "mlruns").exists()
     serve = (
         "import sys, mlflow, numpy as np; mlflow.set_tracking_uri(sys.argv[1]);"
