@@ -336,8 +336,13 @@ def complete(client: MlflowClient, run_id: str, result: Mapping[str, Any], outpu
     tag. fresh=False (runner.sync): the run may hold part of it already; only what is missing
     is added, so completing twice changes nothing."""
     have_params, have_steps, have_inputs = set(), set(), set()
+    model_id = logged_model_id(result)  # logged into this run by the relay, this store's
     if not fresh:
         existing = client.get_run(run_id)
+        # runner.sync: result.json may name a model of the store the job ran with; this run's
+        # own is the one it holds here, if any (logged live or rebuilt).
+        outputs = existing.outputs.model_outputs if existing.outputs else []
+        model_id = outputs[0].model_id if outputs else None
         have_params = set(existing.data.params)
         have_inputs = {d.dataset.name for d in existing.inputs.dataset_inputs}
         for phase, history in (result.get("history") or {}).items():
@@ -346,7 +351,8 @@ def complete(client: MlflowClient, run_id: str, result: Mapping[str, Any], outpu
                 have_steps |= {(key, m.step) for m in client.get_metric_history(run_id, key)}
         singles = set(existing.data.metrics) - {k for k, _ in have_steps}
         have_steps |= {(k, 0) for k in singles}
-    todo = [m for m in metrics(result, all_phases=not fresh) if (m.key, m.step) not in have_steps]
+    todo = [m for m in metrics(result, all_phases=not fresh, model_id=model_id)
+            if (m.key, m.step) not in have_steps]
     client.log_batch(run_id, metrics=todo, tags=[
         RunTag(k, redact.text(v)) for k, v in result_tags(result).items()])
     if not fresh and output_dir.joinpath(".hydra", "resolved.yaml").is_file():
@@ -362,6 +368,13 @@ def complete(client: MlflowClient, run_id: str, result: Mapping[str, Any], outpu
             client.log_inputs(run_id, datasets=inputs)
     log_files(client, run_id, result, output_dir)
     client.set_tag(run_id, RECORD_TAG, record_digest(result))
+
+
+def logged_model_id(result: Mapping[str, Any]) -> str | None:
+    """The id of the logged model result.json says the job's run holds, if any."""
+    logged = result.get("mlflow_model") or {}
+    uri = str(logged.get("model_uri") or "") if logged.get("logged") else ""
+    return uri.removeprefix("models:/") if uri.startswith("models:/") else None
 
 
 def sweep_digest(done: list[Mapping[str, Any]]) -> str:
@@ -458,15 +471,13 @@ def result_tags(result: Mapping[str, Any]) -> dict[str, str]:
     return tags
 
 
-def metrics(result: Mapping[str, Any], all_phases: bool = False) -> Iterator[Metric]:
+def metrics(result: Mapping[str, Any], all_phases: bool = False,
+            model_id: str | None = None) -> Iterator[Metric]:
     """Per-epoch curves (step = epoch) of the phases the job process did not log live (all of
-    them, all_phases=True), then the job's single numbers, linked to the run's logged model as
-    MLflow's fluent log_metric links a run's step-0 metrics to its output model: the model's
-    page in the UI shows them."""
+    them, all_phases=True), then the job's single numbers, linked to the run's logged model
+    `model_id` as MLflow's fluent log_metric links a run's step-0 metrics to its output model:
+    the model's page in the UI shows them."""
     now = int(time.time() * 1000)
-    logged = result.get("mlflow_model") or {}
-    uri = str(logged.get("model_uri") or "") if logged.get("logged") else ""
-    model_id = uri.removeprefix("models:/") if uri.startswith("models:/") else None
     live = set() if all_phases else set(result.get("metrics_logged_live") or ())
     for phase, history in (result.get("history") or {}).items():
         if phase in live:

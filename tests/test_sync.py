@@ -129,6 +129,9 @@ def test_push_an_embedded_sweep_into_a_fresh_server(tmp_path, server):
     (keras_run,) = runs[keras_job["output_dir"]]
     models = client.search_logged_models([keras_run.info.experiment_id])
     assert [m.source_run_id for m in models] == [keras_run.info.run_id]
+    # The job's numbers are linked to the model rebuilt here, not to the laptop's model id.
+    on_model = {metric.key: metric.value for metric in models[0].metrics}
+    assert on_model["accuracy_after_load"] == keras_job["accuracy"]["after_load"]
     rebuilt = (f"{keras_job['output_dir']}: runs:/{keras_run.info.run_id} (MLflow model rebuilt "
                "from saved_model/)")
     assert any(ln.endswith(rebuilt) for ln in lines), lines
