@@ -49,13 +49,30 @@ def raise_on_signals(once: bool = False) -> None:
         return
 
     def handler(signum: int, frame: FrameType | None) -> None:
+        _raised.append(signum)
         if once:
             for s in SIGNALS:
                 signal.signal(s, signal.SIG_IGN)
         raise Interrupted(signum)
 
+    _raised.clear()
     for s in SIGNALS:
         signal.signal(s, handler)
+
+
+_raised: list[int] = []
+
+
+def as_interruption(e: BaseException) -> BaseException:
+    """`e`, or the Interrupted that `raise_on_signals` raised before it: library code can
+    swallow that KeyboardInterrupt and fail otherwise (measured: SIGINT while Keras traces the
+    first step of fit surfaced once in 24 tries as a TypeError from Flatten.call). Then the
+    job was interrupted, and the failure that surfaced is kept as the cause."""
+    if not _raised or isinstance(e, Interrupted):
+        return e
+    interrupted = Interrupted(_raised[0])
+    interrupted.__cause__ = e
+    return interrupted
 
 
 _received: list[int] = []

@@ -52,7 +52,11 @@ def main(argv: list[str] | None = None) -> int:
 
         results.stamp(result, "prepared", keep=True)
         scenario.run(cfg, out, result, args.side)
-    except BaseException as e:  # noqa: BLE001 - every failure is data, Ctrl-C included
+    except BaseException as raised:  # noqa: BLE001 - every failure is data, Ctrl-C included
+        e = interrupt.as_interruption(raised)
+        if e is not raised:
+            result["notes"].append(f"the interruption surfaced as {type(raised).__name__} "
+                                   f"from library code: {results.first_line(raised)}")
         record_failure(result, e, out)
         if isinstance(e, interrupt.Interrupted):
             results.write(out, result)
