@@ -336,8 +336,9 @@ def complete(client: MlflowClient, run_id: str, result: Mapping[str, Any], outpu
     tag. fresh=False (runner.sync): the run may hold part of it already; only what is missing
     is added, so completing twice changes nothing."""
     have_params, have_steps, have_inputs = set(), set(), set()
-    model_id = logged_model_id(result)  # logged into this run by the relay, this store's
-    if not fresh:
+    if fresh:
+        model_id = logged_model_id(result)  # logged into this run by the relay, in this store
+    else:
         existing = client.get_run(run_id)
         # runner.sync: result.json may name a model of the store the job ran with; this run's
         # own is the one it holds here, if any (logged live or rebuilt).

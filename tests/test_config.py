@@ -61,7 +61,6 @@ def test_load_keras_follows_keras_unless_chosen():
     assert (cfg.keras.name, cfg.load_keras.name) == ("legacy", "v3")
 
 
-
 def test_a_sweep_starts_a_fork_server_for_each_keras_generation_its_jobs_import():
     """What a basic-launcher sweep warms before its parent run opens (runner.sweep)."""
     assert sweep.swept_generations(compose_cfg("experiment=matrix", hydra=True)) == [
