@@ -76,8 +76,8 @@ def sync(paths: list[Path], mcfg: Any) -> list[Outcome]:
     jobs, sweeps = find(paths)
     try:
         uri, artifacts = tracking.configure(mcfg)
-        client = tracking.MlflowClient(uri)
-        with tracking.store_lock(uri):
+        with tracking.store_lock(uri):  # MlflowClient opens the store (and makes its tables)
+            client = tracking.MlflowClient(uri)
             experiment_id = tracking.experiment(client, mcfg.experiment_name, artifacts)
     except Exception as e:  # noqa: BLE001 - the store is away: nothing can be synced
         reason = tracking.unavailable(tracking.store_name(mcfg), e)

@@ -219,7 +219,7 @@ def _create_run(mcfg: Any, name: str, tags: dict[str, str], brief: bool = False)
     uri = store_name(mcfg)
     try:
         uri, artifacts = configure(mcfg, brief)
-        with store_lock(uri):  # MlflowClient creates a fresh store's tables
+        with store_lock(uri):  # MlflowClient opens the store (and makes its tables)
             client = MlflowClient(uri)
             experiment_id = experiment(client, mcfg.experiment_name, artifacts)
         run = client.create_run(experiment_id, run_name=redact.text(name),
@@ -262,18 +262,45 @@ def unavailable(uri: str, e: Exception) -> str:
 
 @contextlib.contextmanager
 def store_lock(uri: str) -> Iterator[None]:
-    """For a sqlite store, one process at a time: the first use of a fresh store creates its
-    tables, and processes doing so at once break it (alembic: 'table already exists'); two
-    creating the experiment at once, one fails. Two sweeps started together do both."""
+    """For a sqlite store, one process at a time, and the store made whole if it is missing
+    (`create_sqlite_store`): the first use of a fresh store creates its tables, and processes
+    doing so at once break it (alembic: 'table already exists'); two creating the experiment at
+    once, one fails. Two sweeps started together do both."""
     if not uri.startswith("sqlite:///"):
         yield
         return
-    with open(Path(uri[len("sqlite:///"):]).with_suffix(".lock"), "a") as lock:
+    db = Path(uri[len("sqlite:///"):])
+    with open(db.with_suffix(".lock"), "a") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)
         try:
+            create_sqlite_store(db)
             yield
         finally:
             fcntl.flock(lock, fcntl.LOCK_UN)
+
+
+def create_sqlite_store(db: Path) -> None:
+    """If `db` is missing, make its tables in a file beside it and link that into place.
+
+    A process that opens the store the moment its file appears (`mlflow ui`, a script polling
+    it) then finds every table; with MLflow creating them in place (~4 s of migrations) it
+    created them too, at the same time, and one or both failed ('table ... already exists',
+    'duplicate column'), once leaving a store no one could open (measured: 4 tries in 4)."""
+    from mlflow.store.tracking.sqlalchemy_store import SqlAlchemyStore
+
+    if db.exists():
+        return
+    made = db.with_name(f".{db.name}.{os.getpid()}.tmp")
+    made.unlink(missing_ok=True)
+    try:
+        # The default experiment's artifacts in the store's own folder, as configure() puts
+        # the runner's (MLflow's default is ./mlruns, wherever a process runs).
+        store = SqlAlchemyStore(f"sqlite:///{made}", (db.parent / "artifacts").as_uri())
+        store.engine.dispose()
+        with contextlib.suppress(FileExistsError):  # made meanwhile by a process not locking
+            os.link(made, db)
+    finally:
+        made.unlink(missing_ok=True)
 
 
 def job_env(run: TrackedRun) -> dict[str, str]:

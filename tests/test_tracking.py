@@ -315,6 +315,32 @@ def compose_default(overrides: list[str]):
         return compose(config_name="config", overrides=overrides)
 
 
+def test_a_store_opened_the_moment_it_appears_is_whole(tmp_path):
+    """A reader that opens the sqlite store as soon as its file exists (`mlflow ui`, a script
+    polling it) while the runner creates it finds every table. When MLflow created them in place,
+    the reader created them too, at once: it failed in 3 tries of 3 ('table ... already exists',
+    alembic's 'expected to match one row'), and once it broke the store for good."""
+    db = tmp_path / "store" / "mlflow.db"
+    db.parent.mkdir()
+    (tmp_path / "nothing").mkdir()
+    maker = subprocess.Popen(  # the runner's cheapest way to open a store: a sync of nothing
+        [sys.executable, "-m", "runner.sync", str(tmp_path / "nothing"), "--store-dir",
+         str(db.parent)], stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    deadline = time.monotonic() + 120
+    while not db.exists() and maker.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.02)
+    experiments = MlflowClient(f"sqlite:///{db}").search_experiments()
+    out, _ = maker.communicate(timeout=120)
+    assert maker.returncode == 0, out
+    names = [e.name for e in MlflowClient(f"sqlite:///{db}").search_experiments()]
+    assert sorted(names) == ["Default", "runner-save-load"]
+    assert "Default" in [e.name for e in experiments]
+    # MLflow's default experiment keeps its artifacts in the store, not in ./mlruns.
+    default = MlflowClient(f"sqlite:///{db}").get_experiment("0")
+    assert default.artifact_location == (db.parent / "artifacts" / "0").as_uri()
+    assert sorted(p.name for p in db.parent.iterdir()) == ["mlflow.db", "mlflow.lock"]
+
+
 def test_metrics_arrive_while_the_job_runs_and_nothing_lands_outside_the_store(tmp_path):
     """Run from another working directory: each epoch's loss is in the run while it is still
     RUNNING (the UI draws the curve live); no `mlruns/` appears anywhere."""
