@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import contextlib
 import fcntl
+import functools
+import getpass
 import json
 import logging
 import os
@@ -24,6 +26,8 @@ from typing import Any
 from mlflow.entities import Metric, Param, RunTag
 from mlflow.exceptions import MlflowException
 from mlflow.tracking import MlflowClient
+from mlflow.utils import git_utils, mlflow_tags
+from mlflow.utils.credentials import read_mlflow_creds
 from mlflow.utils.validation import MAX_PARAM_VAL_LENGTH
 
 from runner import DEFAULT_STORE_DIR, live, redact
@@ -222,11 +226,29 @@ def _create_run(mcfg: Any, name: str, tags: dict[str, str], brief: bool = False)
         with store_lock(uri):  # MlflowClient opens the store (and makes its tables)
             client = MlflowClient(uri)
             experiment_id = experiment(client, mcfg.experiment_name, artifacts)
+        tags = {**source_tags(), **tags}
         run = client.create_run(experiment_id, run_name=redact.text(name),
                                 tags={k: redact.text(v) for k, v in tags.items()})
         return TrackedRun(uri, run.info.run_id, experiment_id)
     except Exception as e:
         raise TrackingUnavailableError(unavailable(uri, e)) from e
+
+
+@functools.cache
+def source_tags() -> dict[str, str]:
+    """The tags `mlflow.start_run` adds (user, source, git commit and branch: the run page's
+    "Source" and "User"), for the runner's own entry point rather than sys.argv[0], which in a
+    joblib worker is loky's. Once per process: the code a sweep runs is the code it imported."""
+    entry = str(Path(__file__).with_name("__main__.py"))
+    tags = {
+        mlflow_tags.MLFLOW_USER: read_mlflow_creds().username or getpass.getuser(),
+        mlflow_tags.MLFLOW_SOURCE_NAME: entry,
+        mlflow_tags.MLFLOW_SOURCE_TYPE: "LOCAL",
+        mlflow_tags.MLFLOW_GIT_COMMIT: git_utils.get_git_commit(entry),
+        mlflow_tags.MLFLOW_GIT_BRANCH: git_utils.get_git_branch(entry),
+        mlflow_tags.MLFLOW_GIT_REPO_URL: git_utils.get_git_repo_url(entry),
+    }
+    return {key: value for key, value in tags.items() if value}
 
 
 def experiment(client: MlflowClient, name: str, artifacts: str | None) -> str:

@@ -8,7 +8,7 @@ import re
 from urllib.parse import parse_qs
 
 import pytest
-from conftest import runner, sweep_results
+from conftest import ROOT, runner, sweep_results
 from mlflow.tracking import MlflowClient
 
 from runner import matrix, report
@@ -48,6 +48,9 @@ def test_sweep_has_a_parent_run_children_and_a_matrix(tmp_path, launcher, capsys
         # No job's config saw a tracking URI leaked into the environment by an earlier one.
         assert run.data.params["mlflow.tracking_uri"] == "None"
         assert "result.json" in {a.path for a in client.list_artifacts(run.info.run_id)}
+    # The runner's own entry as the source, also where a joblib worker (argv[0]: loky's) made it.
+    for run in (parent, *children):
+        assert run.data.tags["mlflow.source.name"] == str(ROOT / "runner" / "__main__.py")
 
     # The matrix: written, printed, logged to the parent, agreeing with the jobs.
     markdown = (sweep_dir / "matrix.md").read_text()

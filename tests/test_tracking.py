@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import getpass
 import glob
 import json
 import os
@@ -89,6 +90,11 @@ def test_passed_job_is_a_complete_run(tmp_path, store, keras):
     assert tags["tensorflow_version"] == result["versions"]["tensorflow"]
     assert tags["output_dir"] == str(tmp_path / "run")
     assert "train.epochs=2" in tags["overrides"]
+    # Who ran which code, as mlflow.start_run records it (the run page's User and Source).
+    assert tags["mlflow.user"] == run.info.user_id == getpass.getuser()
+    assert tags["mlflow.source.name"] == str(ROOT / "runner" / "__main__.py")
+    head = subprocess.run(["git", "rev-parse", "HEAD"], cwd=ROOT, capture_output=True, text=True)
+    assert tags.get("mlflow.source.git.commit") == (head.stdout.strip() or None)
 
     for key in ("train_loss", "train_accuracy", "continue_loss", "continue_accuracy"):
         history = client.get_metric_history(run.info.run_id, key)
