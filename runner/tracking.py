@@ -305,9 +305,10 @@ def create_sqlite_store(db: Path) -> None:
     """If `db` is missing, make its tables in a file beside it and link that into place.
 
     A process that opens the store the moment its file appears (`mlflow ui`, a script polling
-    it) then finds every table; with MLflow creating them in place (~4 s of migrations) it
-    created them too, at the same time, and one or both failed ('table ... already exists',
-    'duplicate column'), once leaving a store no one could open (measured: 4 tries in 4)."""
+    it) then finds every table. With MLflow creating them in place (~4 s of migrations), such a
+    reader created them too, at the same time, and failed ('table ... already exists', alembic's
+    'expected to match one row'): 3 tries in 3. Two processes creating a store at once can
+    also leave it broken for good (`_alembic_tmp_tags already exists` on every open)."""
     from mlflow.store.tracking.sqlalchemy_store import SqlAlchemyStore
 
     if db.exists():
@@ -319,8 +320,13 @@ def create_sqlite_store(db: Path) -> None:
         # the runner's (MLflow's default is ./mlruns, wherever a process runs).
         store = SqlAlchemyStore(f"sqlite:///{made}", (db.parent / "artifacts").as_uri())
         store.engine.dispose()
-        with contextlib.suppress(FileExistsError):  # made meanwhile by a process not locking
-            os.link(made, db)
+        try:
+            os.link(made, db)  # never over a store made meanwhile by a process not locking
+        except FileExistsError:
+            pass
+        except OSError:  # a filesystem without hard links
+            if not db.exists():
+                os.replace(made, db)
     finally:
         made.unlink(missing_ok=True)
 
