@@ -325,7 +325,8 @@ def test_a_store_opened_the_moment_it_appears_is_whole(tmp_path):
     """A reader that opens the sqlite store as soon as its file exists (`mlflow ui`, a script
     polling it) while the runner creates it finds every table. When MLflow created them in place,
     the reader created them too, at once: it failed in 3 tries of 3 ('table ... already exists',
-    alembic's 'expected to match one row'), and once it broke the store for good."""
+    alembic's 'expected to match one row'). (Two processes creating a store together once broke
+    it for good.)"""
     db = tmp_path / "store" / "mlflow.db"
     db.parent.mkdir()
     (tmp_path / "nothing").mkdir()
