@@ -76,7 +76,7 @@ def sync(paths: list[Path], mcfg: Any) -> list[Outcome]:
     jobs, sweeps = find(paths)
     try:
         uri, artifacts = tracking.configure(mcfg)
-        with tracking.store_lock(uri):  # MlflowClient opens the store (and makes its tables)
+        with tracking.store_lock(uri):  # MlflowClient, too, would make a missing store
             client = tracking.MlflowClient(uri)
             experiment_id = tracking.experiment(client, mcfg.experiment_name, artifacts)
     except Exception as e:  # noqa: BLE001 - the store is away: nothing can be synced

@@ -223,7 +223,7 @@ def _create_run(mcfg: Any, name: str, tags: dict[str, str], brief: bool = False)
     uri = store_name(mcfg)
     try:
         uri, artifacts = configure(mcfg, brief)
-        with store_lock(uri):  # MlflowClient opens the store (and makes its tables)
+        with store_lock(uri):  # the store whole before MlflowClient opens it; one experiment
             client = MlflowClient(uri)
             experiment_id = experiment(client, mcfg.experiment_name, artifacts)
         tags = {**source_tags(), **tags}
@@ -309,10 +309,10 @@ def create_sqlite_store(db: Path) -> None:
     reader created them too, at the same time, and failed ('table ... already exists', alembic's
     'expected to match one row'): 3 tries in 3. Two processes creating a store at once can
     also leave it broken for good (`_alembic_tmp_tags already exists` on every open)."""
-    from mlflow.store.tracking.sqlalchemy_store import SqlAlchemyStore
-
     if db.exists():
         return
+    from mlflow.store.tracking.sqlalchemy_store import SqlAlchemyStore
+
     made = db.with_name(f".{db.name}.{os.getpid()}.tmp")
     made.unlink(missing_ok=True)
     try:
