@@ -379,7 +379,7 @@ COST_ITEMS = {
 
 
 def fixed_costs(seconds: float, result: dict[str, Any]) -> dict[str, float]:
-    """A job's wall time item by item, from result.json's clock (runner.result.stamp) and
+    """A job's wall time item by item, from result.json's clock (runner.core.result.stamp) and
     timings, and the wall-clock start bench_start that runner_job adds."""
     clock, started = result["clock"], result["bench_start"]
     timings = {k: v for k, v in result["timings"].items() if v is not None}
@@ -407,7 +407,7 @@ SECTIONS = {"overhead": overhead, "startup": startup, "throughput": throughput,
 # ---- the report --------------------------------------------------------------------------------
 
 def machine() -> dict[str, Any]:
-    from runner.result import versions
+    from runner.core.result import versions
 
     memory = None
     if Path("/proc/meminfo").exists():

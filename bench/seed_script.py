@@ -34,8 +34,8 @@ def main() -> None:
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "1")
     import tensorflow as tf
 
-    from runner import data as datasets
-    from runner import models
+    from runner.job import data as datasets
+    from runner.job import models
 
     if args.strategy == "mirrored":  # two replicas on a CPU-only machine, as the runner does
         cpu = tf.config.list_physical_devices("CPU")[0]

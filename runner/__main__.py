@@ -10,8 +10,10 @@ from hydra.core.hydra_config import HydraConfig
 from hydra.types import RunMode
 from omegaconf import DictConfig
 
-from runner import interrupt, schema, sweep
-from runner.app import run
+from runner.core import interrupt, schema
+from runner.core.validate import valid_keys
+from runner.launcher import sweep
+from runner.launcher.task import run
 
 schema.register()
 
@@ -36,7 +38,7 @@ def entry() -> None:
         main()
     except BaseException as e:
         if isinstance(e, SystemExit) and e.code == 1 and not _started:  # Hydra refused the config
-            for line in schema.valid_keys(sys.argv[1:]):
+            for line in valid_keys(sys.argv[1:]):
                 print(line, file=sys.stderr)
         if not (isinstance(e, SystemExit) and e.code in (0, None)):
             try:

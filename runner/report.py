@@ -11,9 +11,9 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from runner import DEFAULT_STORE_DIR, matrix
-
-CONF_DIR = Path(__file__).resolve().parents[1] / "conf"
+from runner.core.compose import mlflow_config
+from runner.core.files import DEFAULT_STORE_DIR, STORE_DB
+from runner.tracking import matrix
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -26,18 +26,22 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", type=Path, help="also write matrix.md/.csv/.png/.html here")
     args = parser.parse_args(argv)
 
-    mcfg = mlflow_config(args)
+    mcfg = mlflow_config(args.tracking_uri, args.store_dir, args.experiment)
     if not mcfg.tracking_uri:
         store = Path(mcfg.store_dir or DEFAULT_STORE_DIR)
-        if not (store / "mlflow.db").is_file():
-            print(f"No MLflow store at {store} (no mlflow.db): run a sweep first, or give "
+        if not (store / STORE_DB).is_file():
+            print(f"No MLflow store at {store} (no {STORE_DB}): run a sweep first, or give "
                   "--store-dir or --tracking-uri.", file=sys.stderr)
             return 1
 
-    from runner import tracking
+    # MLflow: not for --help, nor for a store that is not there.
+    from mlflow.tracking import MlflowClient
 
-    uri, _ = tracking.configure(mcfg)
-    client = tracking.MlflowClient(uri)  # not mlflow.set_tracking_uri: see tracking.configure
+    from runner.tracking.runs import TrackedRun
+    from runner.tracking.store import configure
+
+    uri, _ = configure(mcfg)
+    client = MlflowClient(uri)  # not mlflow.set_tracking_uri: see runner.tracking.store
     experiment = client.get_experiment_by_name(mcfg.experiment_name)
     if experiment is None:
         print(f"No experiment {mcfg.experiment_name!r} at {uri}.", file=sys.stderr)
@@ -58,26 +62,12 @@ def main(argv: list[str] | None = None) -> int:
     print(f"Sweep {parent} ({len(children)} jobs):\n\n{matrix.to_markdown(m)}")
     if args.out:
         args.out.mkdir(parents=True, exist_ok=True)
-        matrix.write(m, args.out, lambda run_id: tracking.TrackedRun(
+        matrix.write(m, args.out, lambda run_id: TrackedRun(
             uri, run_id, experiment.experiment_id).href)
     return 0
 
 
-def mlflow_config(args: argparse.Namespace) -> Any:
-    """The runner's own `mlflow` config (defaults and MLFLOW_TRACKING_URI), with the flags given."""
-    from hydra import compose, initialize_config_dir
-
-    from runner import schema
-
-    schema.register()  # the config's option files extend the schema's nodes
-    overrides = [f"mlflow.{key}={value}" for key, value in (
-        ("tracking_uri", args.tracking_uri), ("store_dir", args.store_dir),
-        ("experiment_name", args.experiment)) if value]
-    with initialize_config_dir(str(CONF_DIR), version_base="1.3"):
-        return compose("config", overrides=overrides).mlflow
-
-
-def latest_sweep(client, experiment_id: str) -> str | None:
+def latest_sweep(client: Any, experiment_id: str) -> str | None:
     runs = client.search_runs([experiment_id], filter_string="tags.`runner.sweep` = 'true'",
                               order_by=["attributes.start_time DESC"], max_results=1)
     return runs[0].info.run_id if runs else None

@@ -7,7 +7,7 @@ import subprocess
 import sys
 
 import pytest
-from conftest import ROOT
+from helpers.run import ROOT
 
 SECTIONS = {"overhead", "startup", "throughput", "save_load", "sweeps", "speed_options",
             "resume_check", "fork_server", "tracking"}

@@ -5,12 +5,13 @@ from __future__ import annotations
 import sys
 
 import pytest
-from conftest import ROOT, runner
+from helpers.run import ROOT, runner
 from hydra import compose, initialize_config_dir
 from omegaconf import OmegaConf
 
-from runner import schema, sweep
-from runner.schema import ConfigError, validate
+from runner.core import schema
+from runner.core.validate import ConfigError, validate
+from runner.launcher import sweep
 
 schema.register()
 GROUPS = [d.name for d in sorted((ROOT / "conf").iterdir()) if d.is_dir() and d.name != "hydra"]
@@ -62,7 +63,7 @@ def test_load_keras_follows_keras_unless_chosen():
 
 
 def test_a_sweep_starts_a_fork_server_for_each_keras_generation_its_jobs_import():
-    """What a basic-launcher sweep warms before its parent run opens (runner.sweep)."""
+    """What a basic-launcher sweep warms before its parent run opens (runner.launcher.sweep)."""
     assert sweep.swept_generations(compose_cfg("experiment=matrix", hydra=True)) == [
         "legacy", "v3"]
     assert sweep.swept_generations(compose_cfg("keras=legacy", hydra=True)) == ["legacy"]
@@ -219,10 +220,10 @@ def test_resolved_config_round_trips():
     ("keras", "keras"), ("saved_model", "saved_model"), ("hub", "saved_model"),
     ("tfsm_layer", "export"), ("checkpoint", "checkpoint"), ("weights", "weights")])
 def test_save_api_auto_is_the_seeds_pairing(load_api, save_api):
-    from runner import app
+    from runner.launcher.preflight import choose_save_api
 
     cfg = compose_cfg(f"load_api={load_api}")
-    app.choose_save_api(cfg)
+    choose_save_api(cfg)
     assert (cfg.save_api.name, cfg.save_api.paired_with) == (save_api, load_api)
 
 

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import FAST, read_result, runner
+from helpers.run import FAST, read_result, runner
 from mlflow.tracking import MlflowClient
 
 MODULE = {"v3": "keras", "legacy": "tf_keras"}

@@ -18,20 +18,11 @@ from pathlib import Path
 
 import psutil
 import pytest
-from conftest import (
-    FAST,
-    NO_SERVER_JOBS,
-    PREPARE_MNIST,
-    ROOT,
-    fitting,
-    free_port,
-    read_result,
-    runner,
-    stop_group,
-    sweep_results,
-)
+from helpers.data import PREPARE_MNIST
+from helpers.mlflow_server import NO_SERVER_JOBS, free_port, stop_group
+from helpers.run import FAST, ROOT, fitting, read_result, runner, sweep_results
 
-STALL = "RUNNER_STALL_AT_PHASE"  # runner.scenario.STALL_ENV (not imported: it imports TF)
+STALL = "RUNNER_STALL_AT_PHASE"  # runner.job.scenario.STALL_ENV (not imported: it imports TF)
 TRACKED = [*FAST[:-1], "mlflow.log_model=false"]  # FAST with tracking on
 
 
@@ -309,7 +300,7 @@ def test_an_interruption_library_code_swallowed_is_still_the_jobs_interruption()
     and fail otherwise (measured: a TypeError from Flatten.call, once in 24 tries; the
     interrupted-sweep test below met it). The job is interrupted all the same, and what
     surfaced is kept as the cause; without a signal, a failure stays itself."""
-    from runner import interrupt
+    from runner.core import interrupt
 
     try:
         interrupt.raise_on_signals(once=True)
@@ -352,9 +343,10 @@ def test_interrupted_sweep_keeps_finished_jobs_and_closes_the_parent(tmp_path):
                   "train.epochs=1,300,1")
     wait_for(lambda: fitting(sweep_dir / "1"), "job 1 to train")
     processes = family(proc)
-    # The job process was forked by a fork server (runner.fork_server, on by default); both go.
+    # The job process was forked by a fork server (runner.launcher.fork_server, on by default);
+    # both go.
     assert read_result(sweep_dir / "1")["process"]["start"] == "forked"
-    assert any("runner.fork_server" in p.cmdline() for p in processes)
+    assert any("runner.launcher.fork_server" in p.cmdline() for p in processes)
     os.killpg(proc.pid, signal.SIGINT)
     out, _ = proc.communicate(timeout=60)
     assert proc.returncode == 130, out[-2000:]
@@ -526,7 +518,7 @@ def test_no_secret_is_written_anywhere(auth_server, tmp_path):
 
 def test_secrets_are_masked_in_a_stream_however_it_is_cut(monkeypatch):
     """job.log is masked as the output comes, in chunks that can cut a secret anywhere."""
-    from runner import redact
+    from runner.core import redact
 
     monkeypatch.setenv("SOME_API_TOKEN", "tok-abcdefgh")
     data = (b"epoch 1 tok-abcdefgh loss 0.3\r 2/23 http://u:pw-123@host:5000/x and tok-abc"

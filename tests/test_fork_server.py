@@ -1,5 +1,6 @@
-"""runner.fork_server: job processes forked from a process that imported TensorFlow once. The
-numbers must not change, and a server that dies or hangs must cost a job nothing but time."""
+"""runner.launcher.fork_server: job processes forked from a process that imported TensorFlow
+once. The numbers must not change, and a server that dies or hangs must cost a job nothing but
+time."""
 
 from __future__ import annotations
 
@@ -9,9 +10,10 @@ import subprocess
 import sys
 import time
 
-from conftest import FAST, ROOT, read_result, runner, sweep_results
+from helpers.run import FAST, ROOT, read_result, runner, sweep_results
 
-from runner import fork_server, matrix
+from runner.launcher import fork_client
+from runner.tracking import matrix
 
 # What a job measures; nothing of it may depend on how its process started.
 MEASURED = ("status", "accuracy", "max_abs_diff", "history", "resume", "replicas", "optimizer",
@@ -55,15 +57,15 @@ def test_a_dead_or_hung_server_costs_the_job_a_new_process_not_its_result(tmp_pa
     """The server is killed between jobs: the next job runs in a new process, with a note, and
     the one after is forked again, by a new server. A server that hangs (SIGSTOP) likewise, once
     ANSWER_TIMEOUT_S has passed."""
-    command = [sys.executable, "-m", fork_server.JOB_MODULE, "--help"]
+    command = [sys.executable, "-m", fork_client.JOB_MODULE, "--help"]
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
-    spawner = fork_server.Spawner("v3")
+    spawner = fork_client.Spawner("v3")
     try:
         forked = spawner(command, env)
-        assert isinstance(forked, fork_server.ForkedProcess)
+        assert isinstance(forked, fork_client.ForkedProcess)
         assert b"usage: python -m runner.job" in forked.stdout.read()
         assert forked.wait() == 0
-        first = fork_server._servers["v3"]
+        first = fork_client._servers["v3"]
         os.kill(first.process.pid, signal.SIGKILL)
         first.process.wait()
 
@@ -71,23 +73,23 @@ def test_a_dead_or_hung_server_costs_the_job_a_new_process_not_its_result(tmp_pa
         assert isinstance(fallback, subprocess.Popen)  # a new process: this job is not lost
         assert fallback.wait(timeout=120) == 0 and b"usage:" in fallback.stdout.read()
         assert len(spawner.notes) == 1 and "keras=v3" in spawner.notes[0]
-        second = fork_server._servers["v3"]  # started at once, for the next job
+        second = fork_client._servers["v3"]  # started at once, for the next job
         assert second.process.pid != first.process.pid
 
         again = spawner(command, env)
-        assert isinstance(again, fork_server.ForkedProcess)
+        assert isinstance(again, fork_client.ForkedProcess)
         assert again.wait() == 0
 
         os.kill(second.process.pid, signal.SIGSTOP)  # alive, but answers nothing
         start = time.monotonic()
         hung = spawner(command, env)
         assert isinstance(hung, subprocess.Popen)
-        assert time.monotonic() - start < fork_server.ANSWER_TIMEOUT_S + 10
+        assert time.monotonic() - start < fork_client.ANSWER_TIMEOUT_S + 10
         assert hung.wait(timeout=120) == 0
         assert len(spawner.notes) == 2 and "no answer" in spawner.notes[1]
         assert second.process.poll() is not None  # the hung server was stopped, not left
     finally:
-        fork_server.stop_all()
+        fork_client.stop_all()
 
 
 def test_no_process_or_file_of_the_server_is_left_after_a_job(tmp_path):
@@ -100,6 +102,6 @@ def test_no_process_or_file_of_the_server_is_left_after_a_job(tmp_path):
     assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-2000:]
     assert read_result(tmp_path / "run")["process"]["start"] == "forked"
     assert not [p.name for p in temporary.iterdir() if p.name.startswith("runner-fork-")]
-    servers = subprocess.run(["pgrep", "-f", f"runner.fork_server {temporary}"],
+    servers = subprocess.run(["pgrep", "-f", f"runner.launcher.fork_server {temporary}"],
                              capture_output=True, text=True).stdout
     assert not servers

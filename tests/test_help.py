@@ -8,7 +8,8 @@ import subprocess
 import sys
 
 import pytest
-from conftest import PREPARE_MNIST, ROOT, read_result, runner, sweep_results
+from helpers.data import PREPARE_MNIST
+from helpers.run import ROOT, read_result, runner, sweep_results
 
 TINY = ["train.epochs=1", "continue_epochs=1", "verbose=0"]
 

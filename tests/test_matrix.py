@@ -4,7 +4,7 @@ the pinned versions (see the README's table). A change of outcome is a finding: 
 from __future__ import annotations
 
 import pytest
-from conftest import FAST, runner, sweep_results
+from helpers.run import FAST, runner, sweep_results
 
 pytestmark = pytest.mark.slow  # 32 jobs: run with -m slow
 
@@ -12,7 +12,7 @@ SAVE_APIS = ("keras", "saved_model", "keras_saved_model", "export")
 LOAD_APIS = ("keras", "saved_model", "hub", "tfsm_layer")
 
 PASSED = "passed"
-# A passed cell's resume check (runner.verify): exact, drifted with its cause, or n/a.
+# A passed cell's resume check (runner.job.resume): exact, drifted with its cause, or n/a.
 EXACT = (PASSED, "exact", None)
 INFERENCE_ONLY = (PASSED, "n/a", None)
 NEW_OPTIMIZER = (PASSED, "drifted", "new optimizer")  # hub: a new model, a new Adam

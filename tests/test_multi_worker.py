@@ -12,12 +12,14 @@ import time
 from pathlib import Path
 
 import pytest
-from conftest import FAST, ROOT, read_result, runner
+from helpers.run import FAST, ROOT, read_result, runner
 from hydra import compose, initialize_config_dir
 from mlflow.tracking import MlflowClient
 from omegaconf import OmegaConf
 
-from runner import cluster, schema
+from runner.core import cluster, schema
+from runner.job.runtime import resolver
+from runner.launcher import local_cluster
 
 MULTI_WORKER = ["strategy=multi_worker_mirrored", "keras=legacy"]
 
@@ -124,12 +126,12 @@ def test_no_worker_outlives_a_killed_runner(tmp_path):
 
 def test_workers_an_orchestrator_starts_with_tf_config(tmp_path):
     """cluster=tf_config: the runner started once per worker, as Kubernetes or Vertex AI do."""
-    ports = cluster.free_ports(2)
+    ports = local_cluster.free_ports(2)
     procs = [
         subprocess.Popen(
             [sys.executable, "-m", "runner", f"hydra.run.dir={tmp_path}/w{i}", *MULTI_WORKER,
              "cluster=tf_config", *FAST],
-            cwd=ROOT, env={**os.environ, "TF_CONFIG": cluster.tf_config(ports, i)},
+            cwd=ROOT, env={**os.environ, "TF_CONFIG": local_cluster.tf_config(ports, i)},
             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
         for i in range(2)]
     outputs = [p.communicate(timeout=300)[0] for p in procs]
@@ -149,11 +151,11 @@ def test_slurm_resolver_builds_the_cluster_from_slurms_variables(monkeypatch):
     monkeypatch.setenv("SLURM_STEP_NODELIST", "node[07-08]")
     monkeypatch.setenv("SLURM_STEP_TASKS_PER_NODE", "2(x2)")
     cfg = OmegaConf.create({"name": "slurm", "port_base": 8888, "gpus_per_node": 0})
-    resolver = cluster.resolver(cfg)
-    assert resolver.cluster_spec().as_dict() == {"worker": [
+    found = resolver(cfg)
+    assert found.cluster_spec().as_dict() == {"worker": [
         "node07:8888", "node07:8889", "node08:8888", "node08:8889"]}
-    assert (resolver.task_type, resolver.task_id) == ("worker", 3)
-    assert not resolver.num_accelerators()  # CPU nodes: MultiWorkerMirroredStrategy uses the CPU
+    assert (found.task_type, found.task_id) == ("worker", 3)
+    assert not found.num_accelerators()  # CPU nodes: MultiWorkerMirroredStrategy uses the CPU
     assert not cluster.is_chief(cfg)
     monkeypatch.setenv("SLURM_PROCID", "0")
     assert cluster.is_chief(cfg)
@@ -190,12 +192,12 @@ def _read(path: Path) -> str:
 def test_a_worker_whose_chief_never_appears_gives_up_naming_it(tmp_path):
     """cluster=tf_config: an orchestrator started worker 1, never the chief. Worker 1 gives up
     after cluster.startup_timeout_s, saying whose address it waited for."""
-    ports = cluster.free_ports(2)
+    ports = local_cluster.free_ports(2)
     start = time.monotonic()
     proc = subprocess.run(
         [sys.executable, "-m", "runner", f"hydra.run.dir={tmp_path}/w1", *MULTI_WORKER,
          "cluster=tf_config", "cluster.startup_timeout_s=15", *FAST],
-        cwd=ROOT, env={**os.environ, "TF_CONFIG": cluster.tf_config(ports, 1)},
+        cwd=ROOT, env={**os.environ, "TF_CONFIG": local_cluster.tf_config(ports, 1)},
         capture_output=True, text=True, timeout=300)
     took = time.monotonic() - start
     assert proc.returncode != 0
@@ -210,11 +212,11 @@ def test_a_worker_whose_chief_never_appears_gives_up_naming_it(tmp_path):
 def test_a_worker_whose_chief_dies_mid_training_ends_within_a_bound(tmp_path):
     """Both workers train; the chief's whole job is killed. TensorFlow's own heartbeat check
     ends the other worker (measured here: its error names the chief's task)."""
-    ports = cluster.free_ports(2)
+    ports = local_cluster.free_ports(2)
     procs = [subprocess.Popen(
         [sys.executable, "-m", "runner", f"hydra.run.dir={tmp_path}/w{i}", *MULTI_WORKER,
          "cluster=tf_config", "train.epochs=500", "verbose=2", "mlflow.enabled=false"],
-        cwd=ROOT, env={**os.environ, "TF_CONFIG": cluster.tf_config(ports, i)},
+        cwd=ROOT, env={**os.environ, "TF_CONFIG": local_cluster.tf_config(ports, i)},
         stdout=subprocess.PIPE, stderr=subprocess.STDOUT, start_new_session=True)
         for i in range(2)]
     try:

@@ -10,7 +10,7 @@ import sys
 from pathlib import Path
 
 import pytest
-from conftest import FAST, ROOT, read_result, runner
+from helpers.run import FAST, ROOT, read_result, runner
 
 MODULE = {"v3": "keras", "legacy": "tf_keras"}
 
@@ -65,7 +65,7 @@ def test_a_checkpoint_that_does_not_match_fails_in_load_naming_what(tmp_path, ru
     only_model = copy_job(folder, tmp_path / "only_model", model=False)
     script = (
         "import sys, json, tensorflow as tf\n"
-        "from runner import models\n"
+        "from runner.job import models\n"
         "saved_with = json.load(open(sys.argv[1] + '/saved_with.json'))\n"
         "model = models.build(saved_with['model'])\n"
         "model(tf.zeros((1, 28, 28, 1)))\n"
@@ -158,7 +158,7 @@ def test_variable_policy_pins_devices_in_the_saved_graph(run_job, tmp_path):
 def test_resume_paths_compose():
     from hydra import compose, initialize_config_dir
 
-    from runner import schema
+    from runner.core import schema, validate
 
     schema.register()
     with initialize_config_dir(config_dir=str(ROOT / "conf"), version_base="1.3"):
@@ -170,7 +170,7 @@ def test_resume_paths_compose():
                          return_hydra_config=True)
     assert (cfg.save_api.name, cfg.load_api.name) == ("checkpoint", "weights")
     assert (cfg.model.batchnorm, cfg.model.dropout, cfg.save_api.in_scope) == (True, 0.25, True)
-    schema.validate(cfg)
+    validate.validate(cfg)
     params = preset.hydra.sweeper.params
     assert params.save_api == "keras,keras_saved_model,checkpoint,weights"
     assert params.load_api == "keras,checkpoint,weights"
@@ -179,6 +179,6 @@ def test_resume_paths_compose():
     for bad in ("model.dropout=1.0", "save_api.variable_policy=everything"):
         with initialize_config_dir(config_dir=str(ROOT / "conf"), version_base="1.3"):
             bad_cfg = compose(config_name="config", overrides=[bad])
-        with pytest.raises(schema.ConfigError, match=bad.split("=")[0].replace(".", r"\.")):
-            schema.validate(bad_cfg)
+        with pytest.raises(validate.ConfigError, match=bad.split("=")[0].replace(".", r"\.")):
+            validate.validate(bad_cfg)
 

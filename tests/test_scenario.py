@@ -9,12 +9,14 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import FAST, PREPARE_MNIST, ROOT, read_result
+from helpers.data import PREPARE_MNIST
+from helpers.run import FAST, ROOT, read_result
 from hydra import compose, initialize_config_dir
 from omegaconf import OmegaConf
 
-from runner import app, schema
-from runner import result as results
+from runner.core import result as results
+from runner.core import schema
+from runner.launcher.preflight import choose_save_api
 
 CONTRACT = {
     "status", "strategy", "load_strategy", "save_api", "load_api", "model", "data", "keras",
@@ -173,7 +175,7 @@ def test_io_device_seed_case_under_keras2(run_job):
     "keras, save_api, before_fit",
     [
         # Keras 2: Model.save(dir) refuses an untraced subclassed model (the seed's ValueError).
-        ("legacy", "keras_saved_model", {"save_error": "ValueError: Model <runner.models."
+        ("legacy", "keras_saved_model", {"save_error": "ValueError: Model <runner.job.models."
                                                        "SubclassedCNN"}),
         # Keras 3: tf.saved_model.save writes a SavedModel without any signature.
         ("v3", "saved_model", {"signatures": []}),
@@ -193,7 +195,7 @@ def test_subclassed_caveat_save_before_fit(run_job, keras, save_api, before_fit)
 MOCKED_JOB = """
 import sys
 import tensorflow_datasets as tfds
-from runner import job
+from runner.job import main as job
 with tfds.testing.mock_data(num_examples=256):
     code = job.main(sys.argv[1:])
 raise SystemExit(code)
@@ -205,7 +207,7 @@ def test_mnist_path_with_mocked_tfds(tmp_path):
     schema.register()
     with initialize_config_dir(config_dir=str(ROOT / "conf"), version_base="1.3"):
         cfg = compose(config_name="config", overrides=["data=mnist", "strategy=mirrored", *FAST])
-    app.choose_save_api(cfg)  # as the runner does before writing a job's config
+    choose_save_api(cfg)  # as the runner does before writing a job's config
     config = tmp_path / "job.yaml"
     OmegaConf.save(cfg, config, resolve=True)
     proc = subprocess.run(
@@ -228,8 +230,8 @@ def test_mnist_from_a_prepared_data_dir_needs_no_network(run_job, tmp_path):
 
 
 def network_reachable() -> bool:
-    """Whether MNIST's download host (runner.data.MNIST_HOST) answers. Not imported from there:
-    runner.data imports TensorFlow, which this pytest process must not."""
+    """Whether MNIST's download host (runner.job.data.MNIST_HOST) answers. Not imported from
+    there: runner.job.data imports TensorFlow, which this pytest process must not."""
     try:
         socket.create_connection(("storage.googleapis.com", 443), timeout=5).close()
         return True

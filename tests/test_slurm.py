@@ -14,7 +14,7 @@ import time
 from pathlib import Path
 
 import pytest
-from conftest import ROOT, as_users_run, sweep_results
+from helpers.run import ROOT, as_users_run, sweep_results
 from mlflow.tracking import MlflowClient
 
 SETUP, TEARDOWN = ROOT / "tests" / "slurm" / "setup.sh", ROOT / "tests" / "slurm" / "teardown.sh"

@@ -8,10 +8,11 @@ import re
 from urllib.parse import parse_qs
 
 import pytest
-from conftest import ROOT, runner, sweep_results
+from helpers.run import ROOT, runner, sweep_results
 from mlflow.tracking import MlflowClient
 
-from runner import matrix, report
+from runner import report
+from runner.tracking import matrix
 
 SWEEP = ["save_api=keras,export", "load_api=keras,saved_model", "verbose=0", "train.epochs=1",
          "continue_epochs=1", "mlflow.log_model=false"]
@@ -145,9 +146,9 @@ def test_matrix_cells_tell_resume_exact_drifted_inference_only_and_failed():
     ]
     # One colour per kind (green exact, amber drifted, blue inference only, red failed), and
     # each cell's label names the cause in a word or two.
-    codes = [[matrix._code(m.cell(r, c)) for c in m.cols] for r in m.rows]
+    codes = [[m.kind(r, c) for c in m.cols] for r in m.rows]
     assert codes == [[5, 3], [4, 1]]
-    assert matrix._label(m.cell(("keras",), ("hub",))) == "drifted\nnew optimizer"
+    assert m.label(("keras",), ("hub",)) == "drifted\nnew optimizer"
     # The same record from a job's MLflow run (tags and metrics) gives the same cell.
     tags = {"save_api": "keras", "load_api": "hub", "status": "passed", "resume": "drifted",
             "resume_cause": "new optimizer"}

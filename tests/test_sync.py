@@ -7,7 +7,8 @@ import subprocess
 import sys
 import time
 
-from conftest import ROOT, MlflowServer, free_port, read_result, runner, sweep_results
+from helpers.mlflow_server import MlflowServer, free_port
+from helpers.run import ROOT, read_result, runner, sweep_results
 from mlflow.tracking import MlflowClient
 
 SWEEP = ["save_api=keras,saved_model", "load_api=keras,saved_model", "verbose=0",

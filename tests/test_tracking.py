@@ -15,7 +15,7 @@ from pathlib import Path
 
 import psutil
 import pytest
-from conftest import ROOT, as_users_run, fitting, read_result, runner
+from helpers.run import ROOT, as_users_run, fitting, read_result, runner
 from mlflow.entities import LoggedModelStatus
 from mlflow.tracking import MlflowClient
 
@@ -249,7 +249,7 @@ def test_unreachable_server_fails_fast_and_clearly(tmp_path):
 TELEMETRY_RACE = """
 import os, sys, threading, time
 from mlflow.tracking import MlflowClient
-from runner import redact
+from runner.core import redact
 assert os.environ.get("_MLFLOW_TELEMETRY_SESSION_ID"), "telemetry is off: nothing to race"
 client = MlflowClient(f"sqlite:///{sys.argv[1]}/mlflow.db")
 experiment = client.create_experiment("race", artifact_location=f"file://{sys.argv[1]}/a")
@@ -291,17 +291,18 @@ def test_a_failure_after_the_run_is_created_is_a_recorded_failure(tmp_path, stor
     closed FAILED rather than left RUNNING."""
     from omegaconf import OmegaConf
 
-    from runner import app, tracking
+    from runner.launcher import tracked
+    from runner.tracking import runs
 
     overrides, client = store
     cfg = OmegaConf.create({"mlflow": {
         "tracking_uri": None, "store_dir": str(tmp_path / "mlflow"), "experiment_name": "x",
         "http_timeout_s": 5, "http_max_retries": 0}})
-    run = tracking._create_run(cfg.mlflow, "a job", {})
+    run = runs._create_run(cfg.mlflow, "a job", {})
     cause = PermissionError("attempt to write a readonly database")
     job = tmp_path / "job"
     compose_cfg = compose_default(overrides)
-    result = app.not_tracked(compose_cfg, job, [], tracking.StartFailed(run, cause))
+    result = tracked.not_tracked(compose_cfg, job, [], runs.StartFailed(run, cause))
     assert result["status"] == "failed" and result["error"]["phase"] == "tracking"
     assert result["error"]["type"] == "PermissionError"
     assert read_result(job) == result and result["mlflow_run_id"] == run.run_id
@@ -314,7 +315,7 @@ def test_a_failure_after_the_run_is_created_is_a_recorded_failure(tmp_path, stor
 def compose_default(overrides: list[str]):
     from hydra import compose, initialize_config_dir
 
-    from runner import schema
+    from runner.core import schema
 
     schema.register()
     with initialize_config_dir(config_dir=str(ROOT / "conf"), version_base="1.3"):

@@ -1,0 +1,81 @@
+"""The resume check's vocabulary, and why a resume drifted, read from what was measured.
+
+The job process measures (runner.job.resume); this says what the numbers mean, without
+TensorFlow, so that the summary, the matrix and the tests share one reading.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+# error: the steps themselves failed on the loaded model (the job goes on to continue, where the
+# same failure, if it is one of the model's, fails it).
+EXACT, DRIFTED, ERROR, NOT_APPLICABLE = "exact", "drifted", "error", "n/a"
+# The start of an n/a outcome's reason when the load API gives no trainable model.
+INFERENCE_ONLY = "inference only"
+RECIPE = "the first {n} examples of the training split, unshuffled, in {steps} batches of {batch}"
+
+
+def inference_only(resume: Mapping[str, Any] | None) -> bool:
+    """Whether the check was not made because the loaded model can only serve."""
+    return bool(resume) and str(resume.get("reason", "")).startswith(INFERENCE_ONLY)
+
+
+def explain(outcome: dict[str, Any], saved: Mapping[str, Any], loaded: Mapping[str, Any] | None,
+            new_optimizer: bool, replicas: tuple[Any, Any]) -> tuple[str | None, str | None]:
+    """A drift's (or a failed step's) cause in a word or two, and a hint, from what was
+    measured (not guessed)."""
+    if outcome.get("outcome") not in (DRIFTED, ERROR):
+        return None, None
+    batch, load_replicas = outcome.get("global_batch"), replicas[1]
+    uneven = bool(batch and load_replicas and batch % load_replicas)
+    if outcome["outcome"] == ERROR:
+        if uneven:
+            return "uneven split", _uneven_hint(batch, load_replicas) + (
+                "; here the training step itself failed on it")
+        return outcome["error"].split(":")[0], None
+    saved_opt = saved.get("optimizer") or {}
+    if new_optimizer:
+        return "new optimizer", (
+            "the load API wraps the SavedModel in a new Keras model compiled with a new "
+            "optimizer: none of the saved optimizer state (iterations, Adam's moments) is used. "
+            "To resume exactly, save and load a Keras model (save_api=keras, load_api=keras)")
+    if loaded is not None and saved_opt.get("iterations") not in (None, loaded.get("iterations")):
+        return "iterations reset", (
+            f"the loaded optimizer restarted: iterations {saved_opt['iterations']} saved, "
+            f"{loaded.get('iterations')} loaded; variables {saved_opt.get('variables')} saved, "
+            f"{loaded.get('variables')} loaded (tf_keras' SavedModel format does not restore "
+            "the optimizer's slots; a .keras file does)")
+    if loaded is not None and (loaded.get("variables") or 0) < (saved_opt.get("variables") or 0):
+        return "slots missing", (
+            f"the loaded optimizer has {loaded.get('variables')} variables, the saved one had "
+            f"{saved_opt.get('variables')}: its slots (e.g. Adam's moments) were not restored")
+    random_layers = saved.get("random_layers") or []
+    if random_layers:
+        return "random layers", (
+            f"{', '.join(random_layers)} draw random numbers while training; after loading "
+            "their random stream is not the original's, so training differs step by step "
+            "even from the same seed")
+    if uneven:
+        return "uneven split", _uneven_hint(batch, load_replicas)
+    if replicas[0] != replicas[1] and saved.get("batchnorm_layers"):
+        return "per-replica batchnorm", (
+            f"{', '.join(saved['batchnorm_layers'])} normalize each replica's share of the "
+            f"global batch (synchronized=False, the default): trained on {replicas[0]} "
+            f"replica(s), each saw {batch // replicas[0]} examples a step; resumed on "
+            f"{replicas[1]}, {batch // replicas[1]}: other batch statistics, other steps. "
+            "The same replica count resumes exactly")
+    if replicas[0] != replicas[1]:
+        return "replica count", (
+            f"trained on {replicas[0]} replica(s), resumed on {replicas[1]}: gradients are "
+            "summed in another order; if the difference is float noise, raise "
+            "verify.resume_tolerance")
+    return "unknown", None
+
+
+def _uneven_hint(batch: int, replicas: int) -> str:
+    return (f"the original's global batch of {batch} does not split evenly over {replicas} "
+            "replicas: each replica averages its own share, so the step is not the original's; "
+            "resume with a replica count that divides the global batch (or a global batch the "
+            "new replica count divides)")

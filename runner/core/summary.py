@@ -1,0 +1,69 @@
+"""The one-line summary of a job, as the console, job.log and the sweep's progress show it."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from runner.core.result import DIMENSIONS, Result
+from runner.core.resume import DRIFTED, ERROR, EXACT, INFERENCE_ONLY, inference_only
+from runner.core.text import clip, first_line
+
+
+def summary(result: Result) -> str:
+    """The one-line summary; for a failed job, the whole error and where the traceback is."""
+    text = summary_line(result)
+    if result["status"] != "passed":
+        err = result["error"]
+        text += f"\n  {err['type']} in phase '{err['phase']}': {err['message']}"
+        if err.get("hint"):
+            text += f"\n  hint: {err['hint']}"
+        text += f"\n  traceback and log: {result.get('output_dir', '.')}/traceback.txt, job.log"
+    return text
+
+
+def summary_line(result: Result) -> str:
+    """One line: outcome, the combination, and the numbers that matter."""
+    combo = " ".join(f"{k}={result.get(k)}" for k in DIMENSIONS if result.get(k) is not None)
+    acc = result.get("accuracy") or {}
+    accs = "/".join(_fmt(acc.get(k), ".3f") for k in ("after_train", "after_load",
+                                                       "after_continue"))
+    head = f"{result['status'].upper()} {combo} | acc train/load/continue {accs}"
+    head += f" | max|Δ| {_fmt(result.get('max_abs_diff'), '.1e')}"
+    resume = resume_words(result.get("resume"))
+    if resume:
+        head += f" | {resume}"
+    if result["status"] != "passed":
+        err = result["error"]
+        head += f" | {err['phase']}: {err['type']}: {clip(first_line(err['message']))}"
+        if err.get("hint"):
+            head += f" (hint: {err['hint']})"
+    head += f" | {result.get('output_dir', '')}"
+    tracking = result.get("tracking") or {}
+    if tracking.get("status") == "pending":
+        head += (f" | MLflow unreachable, record pending: python -m runner.sync "
+                 f"{result.get('output_dir', '')}")
+    elif result.get("mlflow_run_url"):
+        head += f" | {result['mlflow_run_url']}"
+    return head
+
+
+def resume_words(resume: Any) -> str | None:
+    """The resume check in a few words: 'resume exact', 'resume drifted 9.1e-03 (iterations
+    reset)', 'inference only'; None when it was not made."""
+    if not resume:
+        return None
+    outcome = resume.get("outcome")
+    if outcome == EXACT:
+        return "resume exact"
+    if outcome == DRIFTED:
+        return (f"resume drifted {_fmt(resume.get('max_abs_diff'), '.1e')} "
+                f"({resume.get('cause') or 'unknown'})")
+    if outcome == ERROR:
+        return f"resume error ({resume.get('cause') or 'unknown'})"
+    if inference_only(resume):
+        return INFERENCE_ONLY
+    return None
+
+
+def _fmt(value: Any, spec: str) -> str:
+    return "-" if value is None else format(value, spec)

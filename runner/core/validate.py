@@ -1,0 +1,118 @@
+"""The range checks types cannot express, and what a refused key could have been.
+
+Both answer before anything runs: `python -m runner train.epochs=0` exits 2 in well under a
+second, and a key Hydra refused gets the list of valid ones (`valid_keys`).
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Any
+
+from hydra.core.override_parser.overrides_parser import OverridesParser
+from omegaconf import DictConfig, OmegaConf
+
+from runner.core.compose import compose
+
+
+class ConfigError(ValueError):
+    """A config value that has the right type but is out of range."""
+
+
+# /job:localhost, /job:worker/replica:0/task:1, /cpu:0, /device:GPU:1, /job:localhost/device:CPU:0
+_DEVICE = re.compile(
+    r"^(/job:[A-Za-z_][\w-]*)?(/replica:\d+)?(/task:\d+)?"
+    r"(/device:(CPU|GPU|TPU):\d+|/(cpu|gpu|tpu):\d+)?$"
+)
+
+_RANGES: list[tuple[str, Any, str]] = [
+    ("train.epochs", lambda v: v >= 1, "an integer >= 1"),
+    ("train.batch_size_per_replica", lambda v: v >= 1, "an integer >= 1"),
+    ("continue_epochs", lambda v: v >= 0, "an integer >= 0"),
+    ("strategy.replicas", lambda v: v is None or v >= 1, "an integer >= 1"),
+    ("load_strategy.replicas", lambda v: v is None or v >= 1, "an integer >= 1"),
+    ("verify.tolerance", lambda v: v >= 0, "a number >= 0"),
+    ("verify.probe_size", lambda v: v >= 1, "an integer >= 1"),
+    ("verify.resume_steps", lambda v: v >= 0, "an integer >= 0 (0: no resume check)"),
+    ("verify.resume_tolerance", lambda v: v >= 0, "a number >= 0"),
+    ("data.shuffle_buffer", lambda v: v >= 1, "an integer >= 1"),
+    ("model.dropout", lambda v: 0 <= v < 1, "a rate in [0, 1)"),
+    ("save_api.variable_policy",
+     lambda v: v in (None, "expand_distributed_variables", "save_variable_devices"),
+     "null, expand_distributed_variables or save_variable_devices"),
+    ("data.test_fraction", lambda v: v is None or 0 < v < 1, "a number in (0, 1)"),
+    ("data.n_train", lambda v: v is None or v >= 1, "an integer >= 1"),
+    ("data.n_test", lambda v: v is None or v >= 1, "an integer >= 1"),
+    ("verbose", lambda v: v in (0, 1, 2), "0, 1 or 2"),
+    ("speed.threads", lambda v: v >= 0, "an integer >= 0 (0: TensorFlow's choice)"),
+    ("cluster.workers", lambda v: v is None or v >= 1, "an integer >= 1"),
+    ("cluster.timeout_s", lambda v: v is None or v >= 1, "an integer >= 1"),
+    ("cluster.grace_s", lambda v: v is None or v >= 0, "an integer >= 0"),
+    ("cluster.startup_timeout_s", lambda v: v is None or v >= 1, "an integer >= 1"),
+    ("cluster.port_base", lambda v: v is None or 1 <= v <= 65535, "a port in 1..65535"),
+    ("cluster.gpus_per_node", lambda v: v is None or v >= 0, "an integer >= 0"),
+    ("mlflow.http_timeout_s", lambda v: v >= 1, "an integer >= 1"),
+    ("mlflow.http_max_retries", lambda v: v >= 0, "an integer >= 0"),
+    ("mlflow.on_lost", lambda v: v in ("continue", "fail"), "continue or fail"),
+]
+
+
+DEVICE_KEYS = ("io_device", "strategy.device", "load_strategy.device")
+
+
+def validate(cfg: Any) -> None:
+    """Raise ConfigError naming the key, its value and what is valid."""
+    for key in [*(key for key, _, _ in _RANGES), *DEVICE_KEYS]:
+        check(key, OmegaConf.select(cfg, key))
+
+
+def validate_sweep(overrides: list[str]) -> None:
+    """Every value a sweep's overrides give a checked key (`train.epochs=1,0`), before any of
+    its jobs starts: a bad one would otherwise fail only when its job's turn comes."""
+    for override in OverridesParser.create().parse_overrides(overrides):
+        key = override.get_key_element()
+        if key in DEVICE_KEYS or any(key == k for k, _, _ in _RANGES):
+            values = (list(override.sweep_iterator()) if override.is_sweep_override()
+                      else [override.value()])
+            for value in values:
+                check(key, value)
+
+
+def check(key: str, value: Any) -> None:
+    """Raise ConfigError if `value` is out of range for `key`."""
+    for range_key, ok, valid in _RANGES:
+        if range_key == key and not _ok(ok, value):
+            raise ConfigError(f"{key}={value!r} is out of range: expected {valid}.")
+    if key in DEVICE_KEYS and value is not None and (
+            not isinstance(value, str) or not value or not _DEVICE.match(value)):
+        raise ConfigError(
+            f"{key}={value!r} is not a TensorFlow device string: expected e.g. "
+            "'/job:localhost', '/cpu:0', '/gpu:1' or '/job:worker/task:0/device:CPU:0'."
+        )
+
+
+def _ok(ok: Any, value: Any) -> bool:
+    try:
+        return bool(ok(value))
+    except TypeError:  # a swept value of the wrong type: its job's schema will say so
+        return True
+
+
+def valid_keys(overrides: list[str]) -> list[str]:
+    """For each `a.b=value` override naming a key that `a` does not have: a line naming the keys
+    it does have. Called after Hydra refused such an override (its message names the bad key,
+    not the good ones); composes the config again with the overrides' group choices only."""
+    plain = [o for o in overrides if "=" in o and not o.startswith(("+", "~", "hydra", "-"))]
+    choices = [o for o in plain if "." not in o.split("=")[0] and "," not in o]
+    keys = [o.split("=")[0] for o in plain if "." in o.split("=")[0]]
+    try:
+        cfg = compose(choices)
+    except Exception:  # the choices themselves are wrong: Hydra said so, and which are valid
+        return []
+    lines = []
+    for key in keys:
+        parent, _, leaf = key.rpartition(".")
+        node = OmegaConf.select(cfg, parent)
+        if isinstance(node, DictConfig) and leaf not in node:
+            lines.append(f"Valid keys under '{parent}': {', '.join(map(str, node.keys()))}.")
+    return lines

@@ -1,0 +1,223 @@
+"""A job's saved_model/ folder: the model as the save API wrote it, with what verifies it
+wherever it is loaded (probe.npz: the probe images, the trained model's logits on them and the
+resume check's reference; saved_with.json: the choices and versions that produced it).
+
+Written under a temporary name and renamed into place once whole; read back with every problem
+naming the file it is in, before any load API sees it.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import re
+import shutil
+import zipfile
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import tensorflow as tf
+
+from runner.core import result as results
+from runner.core.files import LOAD_FROM, PARTIAL, PROBE, SAVED_MODEL, SAVED_WITH
+from runner.core.result import Result
+from runner.core.resume import RECIPE
+from runner.job import verify
+
+
+class ArtifactError(ValueError):
+    """A saved model (or what verifies it) that is missing, incomplete or not what it claims."""
+
+
+@contextlib.contextmanager
+def staged(out: Path) -> Iterator[Path]:
+    """A folder that becomes out/saved_model/ only once everything is in it: written under a
+    temporary name and renamed into place, so a save that fails or is interrupted never leaves
+    a saved_model/ that looks valid. On failure the temporary folder is removed."""
+    staging = out / f".{SAVED_MODEL}.{os.getpid()}{PARTIAL}"  # mkdir: the usual permissions
+    shutil.rmtree(staging, ignore_errors=True)
+    staging.mkdir()
+    try:
+        yield staging
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
+    os.replace(staging, out / SAVED_MODEL)
+
+
+@dataclass
+class Reference:
+    """What the original model gave after `steps` more optimizer steps on these batches."""
+
+    images: np.ndarray
+    labels: np.ndarray
+    global_batch: int
+    seed: int
+    logits: np.ndarray  # the probe's logits after the steps
+
+    @property
+    def steps(self) -> int:
+        return -(-len(self.labels) // self.global_batch)
+
+    def recipe(self) -> str:
+        return RECIPE.format(n=len(self.labels), steps=self.steps, batch=self.global_batch)
+
+
+@dataclass
+class Stored:
+    model: Path  # model.keras or the SavedModel directory `model`
+    probe: np.ndarray
+    logits: np.ndarray
+    saved_with: dict[str, Any]
+    reference: Reference | None = None  # the resume check's, if it was stored
+
+
+def write_stored(folder: Path, probe: np.ndarray, logits: np.ndarray,
+                 saved_with: Mapping[str, Any]) -> None:
+    np.savez_compressed(folder / PROBE, images=probe, logits=logits)
+    (folder / SAVED_WITH).write_text(json.dumps(saved_with, indent=2) + "\n")
+
+
+def add_reference(folder: Path, ref: Reference) -> None:
+    """The resume check's reference, added to probe.npz once the train side has it (after the
+    save: it continues the original). Rewritten under a temporary name and renamed into place,
+    so probe.npz is always whole: without the reference, or with it."""
+    with np.load(folder / PROBE) as probe:
+        arrays = dict(probe)
+    tmp = folder / f".{PROBE}.{os.getpid()}.tmp.npz"
+    np.savez_compressed(tmp, **arrays, resume_images=ref.images, resume_labels=ref.labels,
+                        resumed_logits=ref.logits,
+                        resume_global_batch=np.int64(ref.global_batch),
+                        resume_seed=np.int64(ref.seed))
+    os.replace(tmp, folder / PROBE)
+
+
+def read_stored(location: Path) -> Stored:
+    """The model at `location`: a job's output directory, its saved_model/ folder or the model
+    file/directory inside that folder. Every problem names the file it is in."""
+    if not location.exists():
+        raise FileNotFoundError(f"load_from: {location} does not exist")
+    if any(p.name.endswith(PARTIAL) for p in (location, *location.parents)):
+        raise ArtifactError(f"{location} is an unfinished save (a *{PARTIAL} folder): the job "
+                            "that wrote it failed or was interrupted while saving")
+    candidates = [location / SAVED_MODEL, location, location.parent]
+    folder = next((c for c in candidates if (c / PROBE).is_file()), None)
+    if folder is None:
+        raise FileNotFoundError(
+            f"load_from: no {PROBE} in or beside {location}: expected a runner job's output "
+            f"directory, its {SAVED_MODEL}/ folder, or the model inside that folder")
+    try:
+        saved_with = json.loads((folder / SAVED_WITH).read_text())
+        model = location if folder == location.parent else folder / saved_with["model_file"]
+    except (OSError, ValueError, KeyError, TypeError) as e:
+        raise ArtifactError(f"{folder / SAVED_WITH} is unreadable: "
+                            f"{type(e).__name__}: {e}") from e
+    try:
+        with np.load(folder / PROBE) as probe:
+            stored = Stored(model, probe["images"], probe["logits"], saved_with)
+            if "resumed_logits" in probe:
+                stored.reference = Reference(
+                    probe["resume_images"], probe["resume_labels"],
+                    int(probe["resume_global_batch"]), int(probe["resume_seed"]),
+                    probe["resumed_logits"])
+    except (OSError, ValueError, KeyError, zipfile.BadZipFile) as e:
+        raise ArtifactError(f"{folder / PROBE} is unreadable: "
+                            f"{type(e).__name__}: {e}") from e
+    check_model(model)
+    return stored
+
+
+def check_model(path: Path) -> None:
+    """The model's files are complete, before any load API reads them: load APIs report a
+    truncated or foreign file misleadingly (Keras 3: 'File not found' for a file that exists)."""
+    if not path.exists():
+        raise ArtifactError(f"{path} does not exist")
+    if path.is_dir():
+        if (path / "checkpoint").is_file():  # tf.train.Checkpoint, tf_keras save_weights
+            prefix = tf.train.latest_checkpoint(str(path))
+            if prefix is None or not Path(prefix + ".index").is_file():
+                raise ArtifactError(f"{path} is an incomplete checkpoint: its 'checkpoint' file "
+                                    "names no checkpoint whose .index exists")
+            return
+        if not any((path / name).is_file() for name in ("saved_model.pb", "saved_model.pbtxt")):
+            raise ArtifactError(f"{path} is not a SavedModel directory (no saved_model.pb) "
+                                "nor a checkpoint (no 'checkpoint' file)")
+        return
+    if path.suffix == ".h5":
+        with open(path, "rb") as f:
+            if f.read(8) != b"\x89HDF\r\n\x1a\n":
+                raise ArtifactError(f"{path} is not an HDF5 file: truncated, or a file of "
+                                    "another format")
+        return
+    if path.suffix == ".keras":
+        if not zipfile.is_zipfile(path):
+            raise ArtifactError(f"{path} is not a .keras archive (not a zip file): truncated, "
+                                "or a file of another format")
+        try:
+            with zipfile.ZipFile(path) as archive:
+                bad = archive.testzip()
+        except (OSError, zipfile.BadZipFile, EOFError) as e:
+            raise ArtifactError(f"{path} is a damaged .keras archive: {e}") from e
+        if bad is not None:
+            raise ArtifactError(f"{path} is a damaged .keras archive: {bad} fails its CRC check")
+
+
+def saved_with(cfg: Any, path: Path, result: Result, model: tf.keras.Model) -> dict[str, Any]:
+    """What produced the model: a later `load_from` job reports these as its train side."""
+    return {
+        **{group: cfg[group].name for group in results.TRAIN_SIDE},
+        # What load_api=checkpoint/weights build afresh to restore into.
+        "model_options": {"name": cfg.model.name, "batchnorm": cfg.model.batchnorm,
+                          "dropout": cfg.model.dropout},
+        "save_api_options": {"in_scope": cfg.save_api.in_scope,
+                             "variable_policy": cfg.save_api.variable_policy},
+        "data": cfg.data.name,
+        "keras_module": result["keras_module"],
+        "replicas": result["replicas"]["train"],
+        "model_file": path.name,
+        "seed": cfg.seed,
+        "optimizer": result["optimizer"]["saved"],
+        "random_layers": result["random_layers"],
+        "batchnorm_layers": verify.batchnorm_layers(model),
+        "pinned_devices": result["pinned_devices"],
+        "versions": result["versions"],
+        "output_dir": result["output_dir"],
+    }
+
+
+def stored_model(cfg: Any, out: Path, result: Result) -> Stored:
+    """This job's saved_model/, or the one `load_from` names (fetched from MLflow if a URI)."""
+    if not cfg.load_from:
+        return read_stored(out / SAVED_MODEL)
+    location = Path(cfg.load_from).expanduser()
+    if _is_uri(cfg.load_from):
+        from runner.tracking.artifacts import download  # MLflow: only for a load_from URI
+
+        location = download(cfg.load_from, out / LOAD_FROM, cfg.mlflow)
+    stored = read_stored(location.resolve())
+    result.update({group: stored.saved_with.get(group) for group in results.TRAIN_SIDE})
+    result["keras_module"] = stored.saved_with.get("keras_module")
+    result["replicas"]["train"] = stored.saved_with.get("replicas")
+    result["saved_with"] = stored.saved_with
+    result["artifact"] = str(stored.model)
+    result["artifact_bytes"] = artifact_bytes(stored.model)
+    result["notes"].append(
+        f"load_from: strategy, save_api, model and keras are the loaded model's (its "
+        f"{SAVED_WITH}: trained on data={stored.saved_with.get('data')}); "
+        f"this job verified and continued on data={cfg.data.name}")
+    return stored
+
+
+def _is_uri(location: str) -> bool:
+    """runs:/..., models:/..., s3://... : anything MLflow can download; plain paths are not."""
+    return re.match(r"^[A-Za-z][\w+.-]*:/", location) is not None
+
+
+def artifact_bytes(path: Path) -> int:
+    if path.is_file():
+        return path.stat().st_size
+    return sum(p.stat().st_size for p in path.rglob("*") if p.is_file())

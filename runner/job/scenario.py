@@ -1,0 +1,219 @@
+"""The seed tutorial's scenario: train, save, load, verify, continue, in that order, each step
+recorded in the result (and result.json) as it starts, so that a failure names its phase.
+`run` strings the steps together; each step's code lives in the module its name says."""
+
+from __future__ import annotations
+
+import contextlib
+import gc
+import os
+import time
+from collections.abc import Callable, Iterator
+from contextlib import AbstractContextManager
+from pathlib import Path
+from typing import Any
+
+import tensorflow as tf
+
+from runner.core import cluster
+from runner.core.files import SAVED_MODEL
+from runner.core.result import Result, write
+from runner.core.resume import DRIFTED, ERROR
+from runner.job import artifact, models, resume, runtime, verify
+from runner.job import data as datasets
+from runner.job.accuracy import accuracy
+from runner.job.artifact import Stored
+from runner.job.loading import Loaded, load
+from runner.job.resave import resave
+from runner.job.saving import save, save_before_fit
+from runner.job.training import build_model, keep_going, train
+from runner.tracking import handover
+
+# What `run` records a step with: `with phase("save"): ...`.
+Phase = Callable[[str], AbstractContextManager[None]]
+
+
+def run(cfg: Any, out: Path, result: Result, side: str = "both") -> None:
+    """Carry out the scenario, recording each phase in `result` (and result.json) as it starts.
+
+    side: "both" in one process; "train" or "load" where the two sides need different Keras
+    generations (each its own process) or the model comes from `load_from` ("load" only).
+    """
+    phase = _phase_recorder(out, result)
+    tf.keras.utils.set_random_seed(cfg.seed)
+    if side != "load":
+        train_side(cfg, out, result, phase)
+        if side == "train":
+            result["phase"] = "load"  # next: the load side's process
+            return
+        fresh_keras_session()
+    load_side(cfg, out, result, phase)
+    result["status"] = "passed"
+
+
+def train_side(cfg: Any, out: Path, result: Result, phase: Phase) -> None:
+    """Train, then save into saved_model/ with the probe logits the load side must reproduce."""
+    with phase("train"):
+        strategy = runtime.make_strategy(cfg.strategy, cfg.cluster)
+        result["replicas"]["train"] = runtime.replicas(strategy)
+        record_cluster(strategy, result)
+        result["devices"] = [d.name for d in tf.config.list_logical_devices()]
+        result["keras_module"] = runtime.keras_generation()
+    global_batch = cfg.train.batch_size_per_replica * runtime.replicas(strategy)
+    with phase("data"):
+        data = datasets.load(cfg, global_batch)
+        result["data_sizes"] = {"train": {"train": data.n_train, "test": data.n_test}}
+    with phase("train"):
+        model = build_model(cfg, strategy)
+        if cfg.model.save_before_fit:
+            result["caveat"] = save_before_fit(model, cfg.save_api.name, out)
+        with timed(result, "train_s"):
+            result["history"]["train"] = train(model, data.train, cfg.train.epochs, cfg,
+                                               "train")
+        result["throughput"]["train_examples_per_s"] = _rate(
+            data.n_train * cfg.train.epochs, result["timings"]["train_s"])
+        if cfg.model.save_before_fit:
+            result["caveat"]["traced_after_fit"] = models.has_traced_call(model)
+        result["accuracy"]["after_train"] = accuracy(models.predictor(model), data.test)
+        saved_logits = model(data.probe, training=False).numpy()
+        result["optimizer"]["saved"] = verify.optimizer_state(model)
+        result["random_layers"] = verify.random_layers(model)
+    with artifact.staged(out) as staging, phase("save"):
+        # save_api.in_scope: inside the training strategy's scope (the seed saves outside it).
+        scope = strategy.scope() if cfg.save_api.in_scope else contextlib.nullcontext()
+        with timed(result, "save_s"), scope:
+            path, notes = save(cfg.save_api.name, model, staging, cfg.io_device,
+                               cfg.save_api.variable_policy)
+        if (staging / path.name / "saved_model.pb").is_file():  # does its graph pin devices?
+            result["pinned_devices"] = verify.pinned_devices(staging / path.name)
+        path = out / SAVED_MODEL / path.name  # where it is once complete
+        artifact.write_stored(staging, data.probe, saved_logits,
+                              artifact.saved_with(cfg, path, result, model))
+        result["artifact"] = str(path)
+        result["artifact_bytes"] = artifact.artifact_bytes(staging / path.name)
+        result["notes"] += notes
+    log_model = cfg.mlflow.enabled and cfg.mlflow.log_model
+    if log_model and cfg.strategy.name == cluster.MULTI_WORKER:
+        result["notes"].append(
+            "mlflow.log_model skipped: under MultiWorkerMirroredStrategy saving is a collective "
+            "every worker must join, and only the chief records to MLflow")
+    elif log_model and handover.tracked():  # the chief only
+        with phase("mlflow_model"), timed(result, "mlflow_model_s"):
+            result["mlflow_model"] = handover.save_mlflow_model(
+                model, data.probe, saved_logits, result["versions"])
+    if cfg.verify.resume_steps:  # every worker: the steps are collectives under multi-worker
+        with phase("resume"), timed(result, "resume_s"):
+            ref = resume.reference(model, data.ordered, data.probe, cfg.verify.resume_steps,
+                                   global_batch, cfg.seed)
+            artifact.add_reference(out / SAVED_MODEL, ref)
+
+
+def load_side(cfg: Any, out: Path, result: Result, phase: Phase) -> None:
+    """Load what the train side (or `load_from`) saved, verify it, keep training or serving it."""
+    with phase("load"):
+        stored = artifact.stored_model(cfg, out, result)
+        load_strategy = runtime.make_strategy(cfg.load_strategy, cfg.cluster)
+        result["replicas"]["load"] = runtime.replicas(load_strategy)
+        record_cluster(load_strategy, result)
+        result["load_keras_module"] = runtime.keras_generation()
+        with timed(result, "load_s"):
+            loaded = load(stored.model, cfg, load_strategy, stored.saved_with)
+        result["notes"] += loaded.notes
+        record_loaded(loaded, stored, load_strategy, result)
+    with phase("data"):
+        data = datasets.load(
+            cfg, cfg.train.batch_size_per_replica * runtime.replicas(load_strategy))
+        result.setdefault("data_sizes", {})["load"] = {"train": data.n_train, "test": data.n_test}
+    with phase("verify"):
+        result["max_abs_diff"] = verify.verify_logits(loaded.predict, stored.probe,
+                                                      stored.logits, cfg.verify.tolerance)
+        result["accuracy"]["after_load"] = accuracy(loaded.predict, data.test)
+    with phase("continue"):  # the resume steps are the first steps of continuing
+        result["resume"] = resume.check_resume(loaded, stored, cfg, result)
+        if result["resume"]["outcome"] == ERROR:
+            # A failed step can leave the model and its optimizer half-built: continue from a
+            # fresh load, so that continuing meets what it would have met without the check.
+            loaded = load(stored.model, cfg, load_strategy, stored.saved_with)
+            result["notes"].append("resume check failed: the model was loaded again before "
+                                   "continuing")
+    if (result["resume"]["outcome"] in (DRIFTED, ERROR)
+            and cfg.verify.resume == "require"):
+        with phase("resume"):
+            raise resume.ResumeDrift(resume.resume_message(result["resume"]),
+                                     hint=result["resume"]["hint"])
+    with phase("continue"):
+        with timed(result, "continue_s"):
+            result["accuracy"]["after_continue"] = keep_going(
+                loaded, data, load_strategy, cfg, result)
+        examples = data.n_train * cfg.continue_epochs if loaded.model is not None else data.n_test
+        result["throughput"]["continue_examples_per_s"] = _rate(
+            examples, result["timings"]["continue_s"])
+    if cfg.verify.resave:
+        with phase("resave"):
+            result["resave"] = resave(loaded, result["save_api"], cfg, load_strategy,
+                                      stored.probe, stored.saved_with)
+
+
+def record_cluster(strategy: tf.distribute.Strategy | None, result: Result) -> None:
+    """Under MultiWorkerMirroredStrategy: the cluster and which task this process was."""
+    resolver = getattr(strategy, "cluster_resolver", None)
+    if isinstance(strategy, tf.distribute.MultiWorkerMirroredStrategy) and resolver is not None:
+        spec = resolver.cluster_spec().as_dict()
+        result["cluster"] = {"workers": sum(len(tasks) for tasks in spec.values()),
+                             "task": f"{resolver.task_type}:{resolver.task_id}", "spec": spec}
+
+
+def record_loaded(loaded: Loaded, stored: Stored, strategy: tf.distribute.Strategy | None,
+                  result: Result) -> None:
+    """What came back besides the weights: the optimizer's state against the saved one's and,
+    under several replicas, how many variables are really distributed."""
+    saved = stored.saved_with
+    result["optimizer"] = {"saved": saved.get("optimizer"),
+                           "loaded": verify.optimizer_state(loaded.model),
+                           "new_optimizer": loaded.new_optimizer}
+    result["random_layers"] = saved.get("random_layers")
+    result["pinned_devices"] = saved.get("pinned_devices")
+    if runtime.replicas(strategy) > 1:
+        variables = verify.loaded_variables(loaded.model, loaded.keep_alive)
+        result["distributed_variables"] = verify.distributed_variables(variables)
+        if variables and result["distributed_variables"].startswith("0/"):
+            result["notes"].append(
+                f"none of the loaded model's {len(variables)} variables is distributed over the "
+                f"{runtime.replicas(strategy)} replicas: it computes on one replica only (e.g. "
+                "a subclassed SavedModel loaded under MirroredStrategy, tf-keras#520)")
+
+
+def fresh_keras_session() -> None:
+    """Reset Keras' global state (layer names, legacy graph) before loading, as a new process."""
+    tf.keras.backend.clear_session()
+    gc.collect()
+
+
+def _rate(examples: int, seconds: float) -> float | None:
+    return round(examples / seconds, 1) if examples > 0 and seconds > 0 else None
+
+
+# Fault injection for the test suite: the job stops at the start of this phase (once recorded)
+# until a signal ends it, so that an interruption lands in a known phase.
+STALL_ENV = "RUNNER_STALL_AT_PHASE"
+
+
+def _phase_recorder(out: Path, result: Result) -> Phase:
+    @contextlib.contextmanager
+    def phase(name: str) -> Iterator[None]:
+        result["phase"] = name
+        write(out, result)
+        if os.environ.get(STALL_ENV) == name:
+            print(f"{STALL_ENV}={name}: stalled", flush=True)
+            time.sleep(3600)
+        yield
+
+    return phase
+
+
+@contextlib.contextmanager
+def timed(result: Result, key: str) -> Iterator[None]:
+    """Record the block's wall time in result["timings"][key], in seconds."""
+    start = time.perf_counter()
+    yield
+    result["timings"][key] = round(time.perf_counter() - start, 4)

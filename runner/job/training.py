@@ -1,0 +1,48 @@
+"""Training and continuing: the model built and compiled in the strategy's scope, fit, and
+the loaded model kept training (or serving) on this side's data."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import tensorflow as tf
+
+from runner.core.result import Result
+from runner.job import models
+from runner.job.accuracy import accuracy, distributed_accuracy
+from runner.job.data import Data
+from runner.job.loading import Loaded
+from runner.tracking import handover
+
+
+def build_model(cfg: Any, strategy: tf.distribute.Strategy) -> tf.keras.Model:
+    """Build and compile inside the training strategy's scope, as the seed's get_model does."""
+    with strategy.scope():
+        model = models.build(cfg.model.name, cfg.model.batchnorm, cfg.model.dropout)
+        models.compile_model(model, jit_compile=cfg.speed.jit_compile)
+    return model
+
+
+def train(model: tf.keras.Model, dataset: tf.data.Dataset, epochs: int, cfg: Any,
+          name: str) -> dict[str, list[float]]:
+    """model.fit; returns the per-epoch loss and accuracy. In a tracked job's chief, each epoch
+    also goes to the MLflow run as it ends (`<name>_loss`, ...: runner.tracking.handover)."""
+    hand_over = handover.epoch_callback(name)
+    # shuffle=False: a tf.data dataset is shuffled by the pipeline; Keras ignores (and warns
+    # about) shuffle=True for it.
+    history = model.fit(dataset, epochs=epochs, verbose=cfg.verbose, shuffle=False,
+                        callbacks=[hand_over] if hand_over else None).history
+    return {("accuracy" if name.endswith("accuracy") else name): [float(v) for v in values]
+            for name, values in history.items()}
+
+
+def keep_going(loaded: Loaded, data: Data, strategy: tf.distribute.Strategy | None,
+               cfg: Any, result: Result) -> float | None:
+    """Keep training a trainable model; otherwise run (distributed) inference. Test accuracy."""
+    if loaded.model is not None:
+        if cfg.continue_epochs == 0:
+            return None
+        result["history"]["continue"] = train(loaded.model, data.train, cfg.continue_epochs,
+                                              cfg, "continue")
+        return accuracy(loaded.predict, data.test)
+    return distributed_accuracy(loaded.predict, data.test, strategy)

@@ -1,0 +1,161 @@
+"""Checks of a loaded model beyond the resume check: does it compute the saved logits, what of
+the optimizer came back, which of its layers draw random numbers or normalize per replica, are
+its variables really distributed, does the saved graph pin devices, which variables a
+checkpoint does not reach.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import tensorflow as tf
+
+
+class VerificationError(AssertionError):
+    """The loaded model does not compute what the saved one did."""
+
+
+def verify_logits(predict: Callable[[Any], Any], probe: np.ndarray, saved_logits: np.ndarray,
+                  tolerance: float) -> float:
+    """Max |Δ| between the loaded (`predict`) and the saved model's logits on the probe batch."""
+    loaded_logits = np.asarray(predict(tf.constant(probe)))
+    if loaded_logits.shape != saved_logits.shape:
+        raise VerificationError(
+            f"loaded model gives logits of shape {loaded_logits.shape}, "
+            f"the saved one {saved_logits.shape}")
+    diff = float(np.max(np.abs(loaded_logits - saved_logits)))
+    if not diff <= tolerance:
+        raise VerificationError(
+            f"max |Δ| of probe logits {diff:.3e} exceeds tolerance {tolerance:g}")
+    return diff
+
+
+# Layer classes that draw random numbers while training: their stream after loading is not the
+# original's, so training cannot continue step for step.
+RANDOM_LAYER_WORDS = ("Dropout", "Noise", "Random")
+
+
+def optimizer_state(model: tf.keras.Model | None) -> dict[str, int] | None:
+    """The optimizer's step count and number of variables (iterations and slots included)."""
+    optimizer = getattr(model, "optimizer", None)
+    if optimizer is None:
+        return None
+    variables = optimizer.variables
+    variables = variables() if callable(variables) else variables  # tf_keras: a method
+    return {"iterations": int(optimizer.iterations.numpy()), "variables": len(variables)}
+
+
+def random_layers(model: tf.keras.Model) -> list[str]:
+    """The classes of the model's layers that draw random numbers while training."""
+    found = []
+    for layer in _layers(model):
+        name = type(layer).__name__
+        if any(word in name for word in RANDOM_LAYER_WORDS) and name not in found:
+            found.append(name)
+    return found
+
+
+def batchnorm_layers(model: tf.keras.Model) -> list[str]:
+    """The BatchNormalization layers whose batch statistics are each replica's own."""
+    return [layer.name for layer in _layers(model)
+            if type(layer).__name__ == "BatchNormalization"
+            and not getattr(layer, "synchronized", False)]
+
+
+def _layers(model: Any) -> list[Any]:
+    if hasattr(model, "_flatten_layers"):  # tf_keras and Keras 3: every nested layer
+        return list(model._flatten_layers(include_self=False))
+    return list(getattr(model, "layers", []))
+
+
+def distributed_variables(variables: list[Any]) -> str:
+    """How many of these variables are really distributed over the strategy's replicas."""
+    def distributed(v: Any) -> bool:
+        inner = v.value if isinstance(getattr(type(v), "value", None), property) else v
+        return isinstance(inner, tf.distribute.DistributedValues) or isinstance(
+            v, tf.distribute.DistributedValues)
+
+    return f"{sum(distributed(v) for v in variables)}/{len(variables)}"
+
+
+def loaded_variables(model: tf.keras.Model | None, keep_alive: Any,
+                     key: str = "serving_default") -> list[Any]:
+    """The loaded model's variables: the Keras model's, or, for what tf.saved_model.load gave,
+    those its serving signature computes with (Keras 3's SavedModels track none on the object)."""
+    if model is not None:
+        return list(model.variables)
+    signatures = getattr(keep_alive, "signatures", {})
+    if key in signatures:
+        return list(signatures[key].variables)
+    return list(getattr(keep_alive, "variables", []))
+
+
+def unreached_variables(root: Any, variables: list[Any]) -> list[str]:
+    """The variables tf.train.Checkpoint's object graph from `root` does not reach: it neither
+    saves nor restores them, and assert_consumed cannot name them (measured: it reaches none of
+    a Keras 3 subclassed model's layers; only what the optimizer tracks, the trainable
+    variables)."""
+    reached = {id(t) for t in tf.train.TrackableView(root).descendants()}
+
+    def inner(v: Any) -> Any:
+        return v.value if isinstance(getattr(type(v), "value", None), property) else v
+
+    return [getattr(v, "path", None) or v.name for v in variables
+            if id(v) not in reached and id(inner(v)) not in reached]
+
+
+def pinned_devices(saved_model_dir: Path, key: str = "serving_default",
+                   first: int = 5) -> dict[str, Any] | None:
+    """The ops of the SavedModel's serving signature (and the functions it calls) whose device
+    is pinned: such a graph may not load where that device does not exist. None: no such
+    signature."""
+    from tensorflow.core.protobuf import saved_model_pb2
+
+    saved = saved_model_pb2.SavedModel()
+    saved.ParseFromString((saved_model_dir / "saved_model.pb").read_bytes())
+    graph = saved.meta_graphs[0]
+    if key not in graph.signature_def:
+        return None
+    nodes = {n.name: n for n in graph.graph_def.node}
+    functions = {f.signature.name: f for f in graph.graph_def.library.function}
+    pinned: list[str] = []
+    seen_nodes: set[str] = set()
+    seen_functions: set[str] = set()
+
+    def called(node: Any) -> list[str]:
+        return [name for a in node.attr.values()
+                for name in ([a.func.name] if a.HasField("func") else []) + [
+                    f.name for f in a.list.func]]
+
+    def visit_function(name: str) -> None:
+        if name in seen_functions or name not in functions:
+            return
+        seen_functions.add(name)
+        for n in functions[name].node_def:
+            if n.device:
+                pinned.append(f"{n.name}: {n.device}")
+            for f in called(n):
+                visit_function(f)
+
+    stack = [t.name for t in graph.signature_def[key].outputs.values()]
+    while stack:
+        name = stack.pop().lstrip("^").split(":")[0]
+        if name in seen_nodes or name not in nodes:
+            continue
+        seen_nodes.add(name)
+        node = nodes[name]
+        if node.device:
+            pinned.append(f"{node.name}: {node.device}")
+        for f in called(node):
+            visit_function(f)
+        stack.extend(node.input)
+    return {"count": len(pinned), "first": sorted(pinned)[:first]}
+
+
+def max_abs_diff(a: np.ndarray, b: np.ndarray) -> float:
+    if a.shape != b.shape:
+        raise ValueError(f"logits of shape {a.shape} against {b.shape}")
+    return float(np.max(np.abs(a - b)))

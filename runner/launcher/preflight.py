@@ -1,0 +1,76 @@
+"""Before Hydra creates anything: the config's ranges and the output directory, each failing
+with one message and exit code 2, so that a bad value never leaves a half-made job behind; and
+before any training, the save API save_api=auto stands for, or a warning for a combination
+known to fail."""
+
+from __future__ import annotations
+
+import sys
+import tempfile
+from pathlib import Path
+from typing import Any
+
+from hydra.experimental.callback import Callback
+from omegaconf import DictConfig
+
+from runner.core import cluster, hints
+from runner.core.apis import AUTO
+from runner.core.files import RESULT
+from runner.core.validate import ConfigError, validate, validate_sweep
+
+
+class Preflight(Callback):
+    """Hydra's callback: the checks below, once for a run, once for a whole sweep."""
+
+    def on_run_start(self, config: DictConfig, **kwargs: Any) -> None:
+        check_config(config)
+        check_output_dir(Path(config.hydra.run.dir), "hydra.run.dir",
+                         fresh=not cluster.non_chief(config))
+
+    def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
+        check_config(config, list(config.hydra.overrides.task))
+        check_output_dir(Path(config.hydra.sweep.dir), "hydra.sweep.dir", fresh=False)
+
+
+def check_config(cfg: DictConfig, sweep_overrides: list[str] | None = None) -> None:
+    """The config's ranges (and, for a sweep, those of every value it sweeps): exit 2 if not."""
+    try:
+        validate(cfg)
+        if sweep_overrides:
+            validate_sweep(sweep_overrides)
+    except ConfigError as e:
+        print(f"Config error: {e}", file=sys.stderr)
+        raise SystemExit(2) from None
+
+
+def check_output_dir(directory: Path, key: str, fresh: bool) -> None:
+    """`directory` can be created and written; fresh=True: it holds no earlier job's result."""
+    try:
+        directory.mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryFile(dir=directory):
+            pass
+    except OSError as e:
+        print(f"Output directory error: cannot write to {directory} ({type(e).__name__}: "
+              f"{e.strerror or e}). Choose another with {key}=DIR.", file=sys.stderr)
+        raise SystemExit(2) from None
+    if fresh and (directory / RESULT).exists():
+        print(f"Output directory error: {directory} already holds a job ({RESULT}); "
+              f"choose another with {key}=DIR, or remove it.", file=sys.stderr)
+        raise SystemExit(2)
+
+
+def choose_save_api(cfg: DictConfig) -> None:
+    """save_api=auto becomes the save API the seed pairs with the load API; an explicit save API
+    known not to write what the load API reads gets a one-line warning before any training
+    (the job still runs: its failure is data)."""
+    if cfg.load_from:
+        return
+    if cfg.save_api.name == AUTO:
+        cfg.save_api.name = hints.paired_save_api(cfg.load_api.name)
+        cfg.save_api.paired_with = cfg.load_api.name
+        return
+    expected = hints.expected_failure(cfg.save_api.name, cfg.load_api.name, cfg.keras.name,
+                                      cfg.load_keras.name)
+    if expected:
+        print(f"Warning: save_api={cfg.save_api.name} load_api={cfg.load_api.name} "
+              f"(keras={cfg.keras.name}) is {expected}.", file=sys.stderr, flush=True)

@@ -1,0 +1,22 @@
+"""A `load_from` model fetched from MLflow: any artifact URI MLflow can download."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import mlflow.artifacts
+
+from runner.core.files import SAVED_MODEL
+from runner.tracking.store import configure
+
+
+def download(uri: str, destination: Path, mcfg: Any) -> Path:
+    """A `load_from` artifact URI fetched into `destination`; runs:/<id> alone means that run's
+    saved_model/ folder."""
+    if uri.startswith("runs:/") and "/" not in uri[len("runs:/"):].strip("/"):
+        uri = uri.rstrip("/") + "/" + SAVED_MODEL
+    tracking_uri, _ = configure(mcfg)
+    destination.mkdir(parents=True, exist_ok=True)
+    return Path(mlflow.artifacts.download_artifacts(
+        artifact_uri=uri, dst_path=str(destination), tracking_uri=tracking_uri))

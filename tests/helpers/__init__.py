@@ -1,0 +1,1 @@
+"""Helpers the tests import: `from helpers.run import runner`."""
