@@ -8,12 +8,15 @@ import hashlib
 import json
 import os
 from collections.abc import Mapping
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from runner.core.schema import Config
 
 MULTI_WORKER = "multi_worker_mirrored"
 
 
-def multi_worker(cfg: Any) -> bool:
+def multi_worker(cfg: Config) -> bool:
     """Whether either side of the job trains or loads under MultiWorkerMirroredStrategy."""
     return MULTI_WORKER in (cfg.strategy.name, cfg.load_strategy.name)
 
@@ -67,7 +70,7 @@ def is_chief(cluster: Any, environ: Mapping[str, str] = os.environ) -> bool:
     return task(cluster, environ) == (("chief", 0) if has_chief else ("worker", 0))
 
 
-def non_chief(cfg: Any) -> bool:
+def non_chief(cfg: Config) -> bool:
     """Whether this process is a non-chief worker of a cluster an orchestrator started: it
     takes part in the job but records nothing of it."""
     return multi_worker(cfg) and not is_chief(cfg.cluster)

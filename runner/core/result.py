@@ -14,10 +14,13 @@ import os
 import sys
 import time
 from pathlib import Path
-from typing import Any, Literal, TypedDict
+from typing import TYPE_CHECKING, Any, Literal, TypedDict
 
 from runner.core import redact
 from runner.core.files import RESULT
+
+if TYPE_CHECKING:
+    from runner.core.schema import Config
 
 FORMAT_VERSION = 1
 FILENAME = RESULT
@@ -167,7 +170,7 @@ def this_process() -> Process:
     return {"pid": os.getpid(), "start": start}
 
 
-def new_result(cfg: Any, out: Path, overrides: list[str],
+def new_result(cfg: Config, out: Path, overrides: list[str],
                mlflow_run_id: str | None = None) -> Result:
     """The result before anything ran: the combination, empty measurements."""
     result: Result = {
@@ -222,7 +225,7 @@ def set_error(result: Result, e: BaseException, phase: str, hint: str | None) ->
     }
 
 
-def not_started(cfg: Any, out: Path, overrides: list[str], e: BaseException,
+def not_started(cfg: Config, out: Path, overrides: list[str], e: BaseException,
                 phase: str) -> Result:
     """A failed result for a job that could not start (e.g. its tracking server is down)."""
     result = new_result(cfg, out, overrides)

@@ -7,12 +7,15 @@ second, and a key Hydra refused gets the list of valid ones (`valid_keys`).
 from __future__ import annotations
 
 import re
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from hydra.core.override_parser.overrides_parser import OverridesParser
 from omegaconf import DictConfig, OmegaConf
 
 from runner.core.compose import compose
+
+if TYPE_CHECKING:
+    from runner.core.schema import Config
 
 
 class ConfigError(ValueError):
@@ -60,7 +63,7 @@ _RANGES: list[tuple[str, Any, str]] = [
 DEVICE_KEYS = ("io_device", "strategy.device", "load_strategy.device")
 
 
-def validate(cfg: Any) -> None:
+def validate(cfg: Config) -> None:
     """Raise ConfigError naming the key, its value and what is valid."""
     for key in [*(key for key, _, _ in _RANGES), *DEVICE_KEYS]:
         check(key, OmegaConf.select(cfg, key))

@@ -17,7 +17,7 @@ import zipfile
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import tensorflow as tf
@@ -27,6 +27,9 @@ from runner.core.files import LOAD_FROM, PARTIAL, PROBE, SAVED_MODEL, SAVED_WITH
 from runner.core.result import Result
 from runner.core.resume import RECIPE
 from runner.job import verify
+
+if TYPE_CHECKING:
+    from runner.core.schema import Config
 
 
 class ArtifactError(ValueError):
@@ -166,7 +169,7 @@ def check_model(path: Path) -> None:
             raise ArtifactError(f"{path} is a damaged .keras archive: {bad} fails its CRC check")
 
 
-def saved_with(cfg: Any, path: Path, result: Result, model: tf.keras.Model) -> dict[str, Any]:
+def saved_with(cfg: Config, path: Path, result: Result, model: tf.keras.Model) -> dict[str, Any]:
     """What produced the model: a later `load_from` job reports these as its train side."""
     return {
         **{group: cfg[group].name for group in results.TRAIN_SIDE},
@@ -189,7 +192,7 @@ def saved_with(cfg: Any, path: Path, result: Result, model: tf.keras.Model) -> d
     }
 
 
-def stored_model(cfg: Any, out: Path, result: Result) -> Stored:
+def stored_model(cfg: Config, out: Path, result: Result) -> Stored:
     """This job's saved_model/, or the one `load_from` names (fetched from MLflow if a URI)."""
     if not cfg.load_from:
         return read_stored(out / SAVED_MODEL)

@@ -6,12 +6,15 @@ from __future__ import annotations
 import re
 import socket
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING
 
 import numpy as np
 import tensorflow as tf
 
 from runner.core.text import first_line
+
+if TYPE_CHECKING:
+    from runner.core.schema import Config
 
 
 class DataUnavailableError(RuntimeError):
@@ -28,7 +31,7 @@ class Data:
     ordered: tf.data.Dataset  # the training split unbatched, in its stored order (resume check)
 
 
-def load(cfg: Any, global_batch: int) -> Data:
+def load(cfg: Config, global_batch: int) -> Data:
     """Datasets batched for `global_batch` = per-replica batch x replicas of the strategy in use."""
     if cfg.data.name == "digits":
         train, test = _digits(cfg.data.test_fraction, cfg.seed)

@@ -12,13 +12,16 @@ import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import tensorflow as tf
 
 from runner.core import apis
 from runner.job import models, runtime, verify
 from runner.job.artifact import ArtifactError
+
+if TYPE_CHECKING:
+    from runner.core.schema import Config
 
 SERVING_KEY = "serving_default"
 
@@ -182,7 +185,7 @@ def fresh_model(saved_with: Mapping[str, Any]) -> tf.keras.Model:
 apis.check_implemented("load_api", LOADERS, __name__)
 
 
-def load(path: Path, cfg: Any, strategy: tf.distribute.Strategy | None,
+def load(path: Path, cfg: Config, strategy: tf.distribute.Strategy | None,
          saved_with: dict[str, Any]) -> Loaded:
     """Load with the chosen API inside the load-side strategy's scope (none: no scope)."""
     scope = strategy.scope() if strategy is not None else contextlib.nullcontext()

@@ -6,7 +6,7 @@ from __future__ import annotations
 import shutil
 import tempfile
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import tensorflow as tf
@@ -16,8 +16,11 @@ from runner.job import verify
 from runner.job.loading import Loaded, load
 from runner.job.saving import save
 
+if TYPE_CHECKING:
+    from runner.core.schema import Config
 
-def resave(loaded: Loaded, save_api: str, cfg: Any, strategy: tf.distribute.Strategy | None,
+
+def resave(loaded: Loaded, save_api: str, cfg: Config, strategy: tf.distribute.Strategy | None,
            probe: np.ndarray, saved_with: dict[str, Any]) -> dict[str, Any]:
     """Save the continued model again with the same save API, load it with the same load API:
     how far its probe logits move (save -> load -> save -> load). A failure is recorded."""

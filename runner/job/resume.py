@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import tensorflow as tf
@@ -21,6 +21,9 @@ from runner.core.resume import DRIFTED, ERROR, EXACT, INFERENCE_ONLY, NOT_APPLIC
 from runner.job.artifact import Reference, Stored
 from runner.job.loading import Loaded
 from runner.job.verify import max_abs_diff
+
+if TYPE_CHECKING:
+    from runner.core.schema import Config
 
 
 class ResumeDrift(AssertionError):
@@ -79,7 +82,7 @@ def resume(model: tf.keras.Model | None, predict: Callable[[Any], Any], ref: Ref
             "seconds": round(time.perf_counter() - start, 4)}
 
 
-def check_resume(loaded: Loaded, stored: Stored, cfg: Any, result: Result) -> Resume:
+def check_resume(loaded: Loaded, stored: Stored, cfg: Config, result: Result) -> Resume:
     """The resume check's outcome, and its cause when it drifted."""
     if not cfg.verify.resume_steps:
         return {"outcome": NOT_APPLICABLE, "reason": "verify.resume_steps=0"}

@@ -10,12 +10,15 @@ from __future__ import annotations
 import os
 import socket
 import sys
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from runner.core import cluster
 
+if TYPE_CHECKING:
+    from runner.core.schema import Config
 
-def prepare(cfg: Any, side: str = "both") -> Any:
+
+def prepare(cfg: Config, side: str = "both") -> Any:
     """Select the side's Keras generation, import TensorFlow, split the CPU as its strategies
     need. side: "both", or "train"/"load" for a process that runs only that side."""
     generation = cfg.load_keras.name if side == "load" else cfg.keras.name

@@ -11,7 +11,7 @@ import time
 from collections.abc import Callable, Iterator
 from contextlib import AbstractContextManager
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING
 
 import tensorflow as tf
 
@@ -29,11 +29,14 @@ from runner.job.saving import save, save_before_fit
 from runner.job.training import build_model, keep_going, train
 from runner.tracking import handover
 
+if TYPE_CHECKING:
+    from runner.core.schema import Config
+
 # What `run` records a step with: `with phase("save"): ...`.
 Phase = Callable[[str], AbstractContextManager[None]]
 
 
-def run(cfg: Any, out: Path, result: Result, side: str = "both") -> None:
+def run(cfg: Config, out: Path, result: Result, side: str = "both") -> None:
     """Carry out the scenario, recording each phase in `result` (and result.json) as it starts.
 
     side: "both" in one process; "train" or "load" where the two sides need different Keras
@@ -51,7 +54,7 @@ def run(cfg: Any, out: Path, result: Result, side: str = "both") -> None:
     result["status"] = "passed"
 
 
-def train_side(cfg: Any, out: Path, result: Result, phase: Phase) -> None:
+def train_side(cfg: Config, out: Path, result: Result, phase: Phase) -> None:
     """Train, then save into saved_model/ with the probe logits the load side must reproduce."""
     with phase("train"):
         strategy = runtime.make_strategy(cfg.strategy, cfg.cluster)
@@ -108,7 +111,7 @@ def train_side(cfg: Any, out: Path, result: Result, phase: Phase) -> None:
             artifact.add_reference(out / SAVED_MODEL, ref)
 
 
-def load_side(cfg: Any, out: Path, result: Result, phase: Phase) -> None:
+def load_side(cfg: Config, out: Path, result: Result, phase: Phase) -> None:
     """Load what the train side (or `load_from`) saved, verify it, keep training or serving it."""
     with phase("load"):
         stored = artifact.stored_model(cfg, out, result)

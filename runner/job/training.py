@@ -3,7 +3,7 @@ the loaded model kept training (or serving) on this side's data."""
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING
 
 import tensorflow as tf
 
@@ -14,8 +14,11 @@ from runner.job.data import Data
 from runner.job.loading import Loaded
 from runner.tracking import handover
 
+if TYPE_CHECKING:
+    from runner.core.schema import Config
 
-def build_model(cfg: Any, strategy: tf.distribute.Strategy) -> tf.keras.Model:
+
+def build_model(cfg: Config, strategy: tf.distribute.Strategy) -> tf.keras.Model:
     """Build and compile inside the training strategy's scope, as the seed's get_model does."""
     with strategy.scope():
         model = models.build(cfg.model.name, cfg.model.batchnorm, cfg.model.dropout)
@@ -23,7 +26,7 @@ def build_model(cfg: Any, strategy: tf.distribute.Strategy) -> tf.keras.Model:
     return model
 
 
-def train(model: tf.keras.Model, dataset: tf.data.Dataset, epochs: int, cfg: Any,
+def train(model: tf.keras.Model, dataset: tf.data.Dataset, epochs: int, cfg: Config,
           name: str) -> dict[str, list[float]]:
     """model.fit; returns the per-epoch loss and accuracy. In a tracked job's chief, each epoch
     also goes to the MLflow run as it ends (`<name>_loss`, ...: runner.tracking.handover)."""
@@ -37,7 +40,7 @@ def train(model: tf.keras.Model, dataset: tf.data.Dataset, epochs: int, cfg: Any
 
 
 def keep_going(loaded: Loaded, data: Data, strategy: tf.distribute.Strategy | None,
-               cfg: Any, result: Result) -> float | None:
+               cfg: Config, result: Result) -> float | None:
     """Keep training a trainable model; otherwise run (distributed) inference. Test accuracy."""
     if loaded.model is not None:
         if cfg.continue_epochs == 0:

@@ -15,10 +15,11 @@ import sys
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from hydra.core.hydra_config import HydraConfig
 from hydra.types import RunMode
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import OmegaConf
 
 from runner.core import cluster, interrupt, redact
 from runner.core.files import HYDRA_DIR, JOB_LOG, RESOLVED, worker_log
@@ -28,6 +29,9 @@ from runner.launcher import fork_client
 from runner.launcher.fork_client import GENERATIONS_ENV, JOB_MODULE
 from runner.launcher.local_cluster import local_workers, run_local
 from runner.launcher.supervise import Failure, FailureKind, Spawn, Worker, supervise
+
+if TYPE_CHECKING:
+    from runner.core.schema import Config
 
 # How long an interrupted job's process gets to record the interruption before it is killed.
 INTERRUPT_GRACE_S = 10.0
@@ -44,7 +48,7 @@ def report(result: Result, output_dir: Path) -> None:
         log.write(text + "\n")
 
 
-def job_sides(cfg: DictConfig) -> list[str]:
+def job_sides(cfg: Config) -> list[str]:
     """The job's processes: one, unless its sides need different Keras generations (fixed per
     process); a `load_from` job has only a load side."""
     if cfg.load_from:
@@ -54,7 +58,7 @@ def job_sides(cfg: DictConfig) -> list[str]:
     return ["both"]
 
 
-def run_in_subprocess(cfg: DictConfig, output_dir: Path, overrides: list[str],
+def run_in_subprocess(cfg: Config, output_dir: Path, overrides: list[str],
                       extra_env: dict[str, str] | None = None,
                       reporting: bool = True) -> Result:
     """Run `python -m runner.job` on the resolved config, once per side (and, for cluster=local,
@@ -98,12 +102,12 @@ def run_in_subprocess(cfg: DictConfig, output_dir: Path, overrides: list[str],
     return result
 
 
-def side_generation(cfg: DictConfig, side: str) -> str:
+def side_generation(cfg: Config, side: str) -> str:
     """The Keras generation a job process of this side imports."""
     return cfg.load_keras.name if side == "load" else cfg.keras.name
 
 
-def spawner_for(cfg: DictConfig, side: str) -> fork_client.Spawner | None:
+def spawner_for(cfg: Config, side: str) -> fork_client.Spawner | None:
     """What starts the side's processes: forked by the generation's fork server
     (runner.fork_server=true, where supported), else None: a new process each."""
     if not use_fork_server(cfg):
@@ -111,11 +115,11 @@ def spawner_for(cfg: DictConfig, side: str) -> fork_client.Spawner | None:
     return fork_client.Spawner(side_generation(cfg, side), server_imports(cfg))
 
 
-def use_fork_server(cfg: DictConfig) -> bool:
+def use_fork_server(cfg: Config) -> bool:
     return bool(cfg.runner.fork_server) and fork_client.supported()
 
 
-def warm_fork_servers(cfg: DictConfig, sweep: bool | None = None) -> None:
+def warm_fork_servers(cfg: Config, sweep: bool | None = None) -> None:
     """Start the fork servers of the job, and of the other jobs of its sweep, now: they import
     TensorFlow while this process imports MLflow and opens the job's run (or the sweep's parent
     run)."""
@@ -125,7 +129,7 @@ def warm_fork_servers(cfg: DictConfig, sweep: bool | None = None) -> None:
         fork_client.warm(sorted(generations), server_imports(cfg, sweep))
 
 
-def server_imports(cfg: DictConfig, sweep: bool | None = None) -> list[str]:
+def server_imports(cfg: Config, sweep: bool | None = None) -> list[str]:
     """What the fork server imports for its jobs beyond TensorFlow and the scenario: the digits'
     loader (tf_keras, unlike Keras 3, imports none of scikit-learn: 1.8 s a job); and, for a
     tracked sweep's jobs, which share it, what saves the MLflow model. A single job's server
@@ -142,7 +146,7 @@ def server_imports(cfg: DictConfig, sweep: bool | None = None) -> list[str]:
     return extra
 
 
-def keep_secrets_out(cfg: DictConfig, output_dir: Path) -> None:
+def keep_secrets_out(cfg: Config, output_dir: Path) -> None:
     """The configs Hydra saved, and the resolved one, with secrets masked (runner.redact)."""
     hydra_dir = output_dir / HYDRA_DIR
     hydra_dir.mkdir(exist_ok=True)
@@ -152,7 +156,7 @@ def keep_secrets_out(cfg: DictConfig, output_dir: Path) -> None:
 
 
 @contextlib.contextmanager
-def job_config(cfg: DictConfig) -> Iterator[Path]:
+def job_config(cfg: Config) -> Iterator[Path]:
     """The resolved config the job's processes read, secrets included (a credential in
     mlflow.tracking_uri must work): a private temporary file, never in the output directory."""
     fd, name = tempfile.mkstemp(prefix="runner-job-", suffix=".yaml")
@@ -164,7 +168,7 @@ def job_config(cfg: DictConfig) -> Iterator[Path]:
         os.unlink(name)
 
 
-def run_side(cfg: DictConfig, workers: list[Worker], output_dir: Path,
+def run_side(cfg: Config, workers: list[Worker], output_dir: Path,
              command: list[str], env: dict[str, str],
              chief_env: dict[str, str], spawn: Spawn = None) -> tuple[int, Failure | None]:
     """One side's processes: the local cluster's workers, or the job's one process (whose
@@ -181,7 +185,7 @@ def run_side(cfg: DictConfig, workers: list[Worker], output_dir: Path,
     return returncode, failure if failure and failure.kind is FailureKind.STARTUP else None
 
 
-def run_as_worker(cfg: DictConfig, output_dir: Path, overrides: list[str]) -> Result:
+def run_as_worker(cfg: Config, output_dir: Path, overrides: list[str]) -> Result:
     """A non-chief worker of a cluster an orchestrator started (tf_config, slurm): it takes part
     in every collective, saving included, into a temporary directory; it records nothing in
     MLflow or the output directory but its log, e.g. worker-1.log."""

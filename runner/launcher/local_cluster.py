@@ -11,15 +11,18 @@ import tempfile
 from collections.abc import Iterator, Mapping
 from contextlib import ExitStack
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from runner.core.cluster import multi_worker
 from runner.core.files import JOB_LOG, WORKERS, worker_log
 from runner.launcher.supervise import Failure, Spawn, Worker, supervise
 
+if TYPE_CHECKING:
+    from runner.core.schema import Config
+
 
 @contextlib.contextmanager
-def local_workers(cfg: Any, output_dir: Path) -> Iterator[list[Worker]]:
+def local_workers(cfg: Config, output_dir: Path) -> Iterator[list[Worker]]:
     """The job's workers for cluster=local ([] otherwise): the chief writes into `output_dir`,
     the others into temporary directories removed afterwards (they save too: saving is a
     collective), their logs kept as worker-<i>.log."""

@@ -8,7 +8,7 @@ from __future__ import annotations
 import sys
 import tempfile
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from hydra.experimental.callback import Callback
 from omegaconf import DictConfig
@@ -17,6 +17,9 @@ from runner.core import cluster, hints
 from runner.core.apis import AUTO
 from runner.core.files import RESULT
 from runner.core.validate import ConfigError, validate, validate_sweep
+
+if TYPE_CHECKING:
+    from runner.core.schema import Config
 
 
 class Preflight(Callback):
@@ -32,7 +35,7 @@ class Preflight(Callback):
         check_output_dir(Path(config.hydra.sweep.dir), "hydra.sweep.dir", fresh=False)
 
 
-def check_config(cfg: DictConfig, sweep_overrides: list[str] | None = None) -> None:
+def check_config(cfg: Config, sweep_overrides: list[str] | None = None) -> None:
     """The config's ranges (and, for a sweep, those of every value it sweeps): exit 2 if not."""
     try:
         validate(cfg)
@@ -59,7 +62,7 @@ def check_output_dir(directory: Path, key: str, fresh: bool) -> None:
         raise SystemExit(2)
 
 
-def choose_save_api(cfg: DictConfig) -> None:
+def choose_save_api(cfg: Config) -> None:
     """save_api=auto becomes the save API the seed pairs with the load API; an explicit save API
     known not to write what the load API reads gets a one-line warning before any training
     (the job still runs: its failure is data)."""

@@ -8,10 +8,10 @@ process once TensorFlow is initialised (runner.launcher.job_process).
 from __future__ import annotations
 
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from hydra.core.hydra_config import HydraConfig
 from hydra.types import RunMode
-from omegaconf import DictConfig
 
 from runner.core import cluster, interrupt, sweep_file
 from runner.core.result import Result, stamp
@@ -19,8 +19,11 @@ from runner.launcher import job_process
 from runner.launcher.job_process import clock, run_as_worker, run_in_subprocess
 from runner.launcher.preflight import check_config, choose_save_api
 
+if TYPE_CHECKING:
+    from runner.core.schema import Config
 
-def run(cfg: DictConfig) -> Result:
+
+def run(cfg: Config) -> Result:
     """Run one job of the scenario for `cfg`; return its result (also in result.json).
 
     Ctrl-C or SIGTERM: the job's processes are told and record it, the job is closed (result.json

@@ -12,8 +12,7 @@ import sys
 import tempfile
 import traceback
 from pathlib import Path
-
-from omegaconf import DictConfig
+from typing import TYPE_CHECKING
 
 from runner.core import redact, sweep_file
 from runner.core import result as results
@@ -25,8 +24,11 @@ from runner.tracking import runs, store
 from runner.tracking.curves import warm_finish
 from runner.tracking.relay import JobRelay
 
+if TYPE_CHECKING:
+    from runner.core.schema import Config
 
-def run_tracked(cfg: DictConfig, output_dir: Path, overrides: list[str], job: Job | None,
+
+def run_tracked(cfg: Config, output_dir: Path, overrides: list[str], job: Job | None,
                 sweep: Path | None) -> Result:
     """The job inside its MLflow run. `job`: its place in a sweep that has a parent run;
     `sweep`: the sweep's directory (None for a single job).
@@ -71,7 +73,7 @@ def run_tracked(cfg: DictConfig, output_dir: Path, overrides: list[str], job: Jo
     return result
 
 
-def tracking_lost(cfg: DictConfig, result: Result, output_dir: Path, run: runs.TrackedRun | None,
+def tracking_lost(cfg: Config, result: Result, output_dir: Path, run: runs.TrackedRun | None,
                   e: Exception, sweep: Path | None) -> Result:
     """The store is away, the job's work is done and on disk: `tracking: pending` (or, with
     mlflow.on_lost=fail, a failure in phase `tracking`), and the command that syncs it."""
@@ -89,7 +91,7 @@ def tracking_lost(cfg: DictConfig, result: Result, output_dir: Path, run: runs.T
     return result
 
 
-def not_tracked(cfg: DictConfig, output_dir: Path, overrides: list[str],
+def not_tracked(cfg: Config, output_dir: Path, overrides: list[str],
                 e: Exception) -> Result:
     """The job could not start its MLflow run: a failed result in phase `tracking`, and the run,
     if it was created before the failure, closed FAILED with that result."""

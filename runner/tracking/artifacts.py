@@ -3,15 +3,18 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING
 
 import mlflow.artifacts
 
 from runner.core.files import SAVED_MODEL
 from runner.tracking.store import configure
 
+if TYPE_CHECKING:
+    from runner.core.schema import Mlflow
 
-def download(uri: str, destination: Path, mcfg: Any) -> Path:
+
+def download(uri: str, destination: Path, mcfg: Mlflow) -> Path:
     """A `load_from` artifact URI fetched into `destination`; runs:/<id> alone means that run's
     saved_model/ folder."""
     if uri.startswith("runs:/") and "/" not in uri[len("runs:/"):].strip("/"):

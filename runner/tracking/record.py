@@ -9,7 +9,7 @@ import json
 import time
 from collections.abc import Iterator, Mapping
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from mlflow.entities import Metric, Param, RunTag
 from mlflow.tracking import MlflowClient
@@ -21,6 +21,9 @@ from runner.core.result import DIMENSIONS, EXTRA_DIMENSIONS, GROUPS, Result
 from runner.core.text import first_line
 from runner.tracking.curves import curves_figure
 
+if TYPE_CHECKING:
+    from runner.core.schema import Config
+
 # A run's tag naming the result.json it holds (record_digest): runner.sync leaves such a run
 # alone, and completes one without it (still RUNNING, or closed before its record was in).
 RECORD_TAG = "runner.record"
@@ -30,7 +33,7 @@ RECORD_TAG = "runner.record"
 NAME_DEFAULTS = {"model": "sequential", "data": "digits"}
 
 
-def run_name(cfg: Any, swept: list[str] | tuple[str, ...] = ()) -> str:
+def run_name(cfg: Config, swept: list[str] | tuple[str, ...] = ()) -> str:
     """The combination at a glance, short enough for the runs table: e.g.
     'keras→saved_model v3 mirrored→none'; 'legacy→v3' where the generations differ; the model
     and the data only where they are not the defaults or a sweep varies them; 'from runs:/…'
@@ -46,7 +49,7 @@ def run_name(cfg: Any, swept: list[str] | tuple[str, ...] = ()) -> str:
             f"{cfg.strategy.name}→{cfg.load_strategy.name}{extra}")
 
 
-def swept_name(cfg: Any, overrides: list[str], swept: list[str]) -> str:
+def swept_name(cfg: Config, overrides: list[str], swept: list[str]) -> str:
     """run_name, plus `key=value` for each swept key the name does not show yet, so that every
     job of a sweep has its own name."""
     name = run_name(cfg, swept)
@@ -58,13 +61,13 @@ def swept_name(cfg: Any, overrides: list[str], swept: list[str]) -> str:
     return name[:250]
 
 
-def params(cfg: Any) -> dict[str, str]:
+def params(cfg: Config) -> dict[str, str]:
     """The resolved config as dotted keys, values cut to MLflow's length limit."""
     flat = dict(_flatten(OmegaConf.to_container(cfg, resolve=True, enum_to_str=True)))
     return {k: redact.text(str(v))[:MAX_PARAM_VAL_LENGTH] for k, v in flat.items()}
 
 
-def start_tags(cfg: Any, output_dir: Path, overrides: list[str]) -> dict[str, str]:
+def start_tags(cfg: Config, output_dir: Path, overrides: list[str]) -> dict[str, str]:
     tags = {group: str(cfg[group].name) for group in GROUPS}
     tags.update({key: str(cfg[key]) for key in EXTRA_DIMENSIONS if cfg[key]})
     tags.update({

@@ -15,7 +15,7 @@ import getpass
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING
 
 from mlflow.entities import Param
 from mlflow.tracking import MlflowClient
@@ -37,6 +37,9 @@ from runner.tracking.store import (
     store_name,
     unavailable,
 )
+
+if TYPE_CHECKING:
+    from runner.core.schema import Config, Mlflow
 
 SYSTEM_METRICS_INTERVAL_S = 2  # MLflow's default, 10 s, gives one sample of a short job
 
@@ -84,7 +87,7 @@ class TrackedRun:
         return open_with(self.uri, self.page)
 
 
-def start(cfg: Any, output_dir: Path, overrides: list[str], sweep: Job | None = None,
+def start(cfg: Config, output_dir: Path, overrides: list[str], sweep: Job | None = None,
           brief: bool = False) -> TrackedRun:
     """Create the job's run with its params and tags. `sweep`: the parent run, this job's
     number in it and the keys the sweep varies. The job process finds the run through
@@ -104,7 +107,7 @@ def start(cfg: Any, output_dir: Path, overrides: list[str], sweep: Job | None = 
     return run
 
 
-def start_parent(cfg: Any, sweep_dir: Path, name: str) -> TrackedRun:
+def start_parent(cfg: Config, sweep_dir: Path, name: str) -> TrackedRun:
     """The sweep's parent run; creating it also creates the store and the experiment, once,
     before parallel jobs start (several processes creating a fresh sqlite store collide)."""
     overrides = " ".join(cfg.hydra.overrides.task)
@@ -113,7 +116,7 @@ def start_parent(cfg: Any, sweep_dir: Path, name: str) -> TrackedRun:
         "overrides": overrides or "(defaults)", "status": "running"})
 
 
-def _create_run(mcfg: Any, name: str, tags: dict[str, str], brief: bool = False) -> TrackedRun:
+def _create_run(mcfg: Mlflow, name: str, tags: dict[str, str], brief: bool = False) -> TrackedRun:
     uri = store_name(mcfg)
     try:
         uri, artifacts = configure(mcfg, brief)

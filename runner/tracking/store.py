@@ -14,7 +14,7 @@ import os
 import re
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING
 
 from mlflow.exceptions import MlflowException
 from mlflow.tracking import MlflowClient
@@ -22,6 +22,9 @@ from mlflow.tracking import MlflowClient
 from runner.core import redact
 from runner.core.files import DEFAULT_STORE_DIR, STORE_ARTIFACTS, STORE_DB
 from runner.core.text import first_line
+
+if TYPE_CHECKING:
+    from runner.core.schema import Mlflow
 
 # MLflow's INFO lines (a fresh store's tables created, system metrics started and stopped) are
 # its business, not the job's: the console keeps the job's own output and MLflow's warnings.
@@ -37,7 +40,7 @@ class TrackingUnavailableError(RuntimeError):
     """The tracking store or server could not be reached."""
 
 
-def configure(mcfg: Any, brief: bool = False) -> tuple[str, str | None]:
+def configure(mcfg: Mlflow, brief: bool = False) -> tuple[str, str | None]:
     """The configured store: (tracking URI, artifact location or None).
 
     Also shortens MLflow's HTTP retries (defaults: 7 retries, 120 s timeout) so that an
@@ -59,7 +62,7 @@ def configure(mcfg: Any, brief: bool = False) -> tuple[str, str | None]:
     return uri, artifacts
 
 
-def store_name(mcfg: Any) -> str:
+def store_name(mcfg: Mlflow) -> str:
     """The configured store as a message names it, before configure() resolves it."""
     return mcfg.tracking_uri or str(mcfg.store_dir or DEFAULT_STORE_DIR)
 

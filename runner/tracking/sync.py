@@ -18,7 +18,7 @@ import sys
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from mlflow.tracking import MlflowClient
 from omegaconf import OmegaConf
@@ -31,6 +31,9 @@ from runner.tracking.handover import RUN_ID_ENV
 from runner.tracking.links import compare_page, href
 from runner.tracking.runs import TrackedRun, finish_parent, run_status
 from runner.tracking.store import configure, experiment, store_lock, store_name, unavailable
+
+if TYPE_CHECKING:
+    from runner.core.schema import Mlflow
 
 # The job process that rebuilds a job's MLflow model from its saved .keras file.
 RELOG_MODULE = "runner.job.relog"
@@ -50,7 +53,7 @@ class Outcome:
         return f"{self.what:<10} {self.path}{': ' + self.detail if self.detail else ''}"
 
 
-def sync(paths: list[Path], mcfg: Any) -> list[Outcome]:
+def sync(paths: list[Path], mcfg: Mlflow) -> list[Outcome]:
     """Sync every job (and then every sweep's parent) found under `paths` into `mcfg`'s store."""
     jobs, sweeps = find(paths)
     try:
@@ -90,7 +93,7 @@ class Store:
     client: Any
     uri: str
     experiment_id: str
-    mcfg: Any
+    mcfg: Mlflow
 
     def find_run(self, output_dir: Path, run_id: str | None) -> Any:
         """The job's run in this store: by its id if the store knows it, else by its output
