@@ -359,7 +359,9 @@ def test_metrics_arrive_while_the_job_runs_and_nothing_lands_outside_the_store(t
          "data=synthetic", "data.n_train=6000", "data.n_test=500", "train.epochs=8",
          "continue_epochs=1", f"mlflow.store_dir={store}"],
         cwd=elsewhere, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-    client = MlflowClient(f"sqlite:///{store}/mlflow.db")
+    # The client only once the store exists: MlflowClient(uri) makes a missing sqlite store in
+    # place at construction (4 s of migrations), which the job's own start then collided with.
+    client = None
     seen_while_running = []
     try:
         deadline = time.monotonic() + 300
@@ -367,6 +369,7 @@ def test_metrics_arrive_while_the_job_runs_and_nothing_lands_outside_the_store(t
             time.sleep(1)
             if not (store / "mlflow.db").exists():
                 continue
+            client = client or MlflowClient(f"sqlite:///{store}/mlflow.db")
             experiment = client.get_experiment_by_name("runner-save-load")
             runs = client.search_runs([experiment.experiment_id]) if experiment else []
             if runs and (tmp_path / "run" / "result.json").exists():
@@ -379,6 +382,7 @@ def test_metrics_arrive_while_the_job_runs_and_nothing_lands_outside_the_store(t
         job.kill()
     assert job.returncode == 0, out[-3000:]
     assert max(seen_while_running) >= 2, seen_while_running  # epochs logged as they ended
+    client = MlflowClient(f"sqlite:///{store}/mlflow.db")
     run = only_run(client)
     history = client.get_metric_history(run.info.run_id, "train_loss")
     assert [m.step for m in history] == list(range(8))  # once each: not again at the end
