@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from runner.core.compose import mlflow_config
-from runner.core.files import DEFAULT_STORE_DIR, STORE_DB
+from runner.core.files import DEFAULT_STORE_DIR, STORE_DB, sqlite_path
 from runner.tracking import matrix
 
 
@@ -27,12 +27,13 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
 
     mcfg = mlflow_config(args.tracking_uri, args.store_dir, args.experiment)
-    if not mcfg.tracking_uri:
-        store = Path(mcfg.store_dir or DEFAULT_STORE_DIR)
-        if not (store / STORE_DB).is_file():
-            print(f"No MLflow store at {store} (no {STORE_DB}): run a sweep first, or give "
-                  "--store-dir or --tracking-uri.", file=sys.stderr)
-            return 1
+    store = Path(mcfg.store_dir or DEFAULT_STORE_DIR)
+    database = sqlite_path(mcfg.tracking_uri) if mcfg.tracking_uri else store / STORE_DB
+    if database is not None and not database.is_file():  # MlflowClient would make an empty one
+        where = database if mcfg.tracking_uri else f"{store} (no {STORE_DB})"
+        print(f"No MLflow store at {where}: run a sweep first, or give --store-dir or "
+              "--tracking-uri.", file=sys.stderr)
+        return 1
 
     # MLflow: not for --help, nor for a store that is not there.
     from mlflow.tracking import MlflowClient

@@ -117,7 +117,15 @@ LOAD_APIS: dict[str, LoadApi] = {api.name: api for api in (
         Hint("load", ("KeyError", "serving_default"),
              "the SavedModel has no serving_default signature: a subclassed model saved before "
              "it traced a call (the seed's caveat), or one with several inputs "
-             "(tensorflow#69307)"),)),
+             "(tensorflow#69307)"),
+        # Measured: model=subclassed save_api=saved_model strategy=mirrored under Keras 3 gives
+        # a signature for batches of 64 (the probe's); the test set's last batch holds 39.
+        Hint(None, ("Input to reshape is a tensor with", "signature_wrapper_serving_default"),
+             "the SavedModel's serving signature takes batches of one fixed size only (a "
+             "subclassed model's, traced on the first batch it was called with), and a batch of "
+             "another size (the test set's last) does not fit; the probe's logits matched. Save "
+             "with save_api=export, whose signature takes any batch, or use model=sequential or "
+             "functional"),)),
     LoadApi("hub", "hub.KerasLayer", frozenset({Format.SAVEDMODEL}), "saved_model",
             new_model=True, hints=(
         Hint("load", ("Expected a string, got",),

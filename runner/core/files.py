@@ -21,6 +21,7 @@ TRACEBACK = "traceback.txt"
 WORKERS = "workers.json"  # cluster=local: the workers' pids, ports, logs
 HYDRA_DIR = ".hydra"
 RESOLVED = "resolved.yaml"  # in HYDRA_DIR: the config the job process ran, secrets masked
+HYDRA_CONFIG = "config.yaml"  # in HYDRA_DIR, Hydra's own: written as the job starts
 LOAD_FROM = "load_from"  # what a load_from=<MLflow URI> job downloaded
 BEFORE_FIT = "before_fit"  # model.save_before_fit=true: what saving before training wrote
 
@@ -57,3 +58,11 @@ def matrix_file(fmt: str) -> str:
 
 def hydra_file(output_dir: Path, name: str = RESOLVED) -> Path:
     return Path(output_dir) / HYDRA_DIR / name
+
+
+def sqlite_path(uri: str) -> Path | None:
+    """The file of a sqlite:/// URI (absolute, or relative to the working directory); None for
+    an in-memory one."""
+    if not uri.startswith("sqlite:///") or uri == "sqlite:///:memory:":
+        return None
+    return Path(uri[len("sqlite:///"):]).resolve()

@@ -160,6 +160,9 @@ class Result(_Always, total=False):
 
 STARTED_ENV = "RUNNER_JOB_PROCESS_START"  # set to "forked" by runner.launcher.fork_server
 RUN_URL_ENV = "RUNNER_MLFLOW_RUN_URL"  # where the job's run is in the UI, for its summary line
+# The job's Hydra overrides, as JSON, for its result: in the environment of its processes, never
+# on their command lines (which any local user can read).
+OVERRIDES_ENV = "RUNNER_JOB_OVERRIDES"
 
 
 def this_process() -> Process:

@@ -187,6 +187,13 @@ class Runner:
 
 
 @dataclass
+class Load:
+    # Load a model although it carries what could run code on this machine (runner.core.trust):
+    # a Lambda layer's Python, ops that may touch files, processes or the network.
+    trust: bool = MISSING
+
+
+@dataclass
 class Config:
     # Group nodes take the type of the option's own schema (see OPTION_SCHEMAS).
     strategy: Any = MISSING
@@ -209,6 +216,7 @@ class Config:
     speed: Speed = field(default_factory=Speed)
     mlflow: Mlflow = field(default_factory=Mlflow)
     runner: Runner = field(default_factory=Runner)
+    load: Load = field(default_factory=Load)
 
 
 # conf/<group>/<option>.yaml starts with `defaults: [/schema/<group>/<option>@_here_, _self_]`.

@@ -1,25 +1,25 @@
-"""The range checks types cannot express, and what a refused key could have been.
+"""What the schema's types cannot check: ranges, keys Hydra let in past the schema, group names
+that are no option, values that cannot work together; and what a refused key could have been.
 
-Both answer before anything runs: `python -m runner train.epochs=0` exits 2 in well under a
+All answer before anything runs: `python -m runner train.epochs=0` exits 2 in well under a
 second, and a key Hydra refused gets the list of valid ones (`valid_keys`).
 """
 
 from __future__ import annotations
 
+import dataclasses
 import re
 from typing import TYPE_CHECKING, Any
 
 from hydra.core.override_parser.overrides_parser import OverridesParser
 from omegaconf import DictConfig, OmegaConf
 
+from runner.core import schema
 from runner.core.compose import compose
+from runner.core.constraints import ConfigError, check_sizes, split_sizes
 
 if TYPE_CHECKING:
     from runner.core.schema import Config
-
-
-class ConfigError(ValueError):
-    """A config value that has the right type but is out of range."""
 
 
 # /job:localhost, /job:worker/replica:0/task:1, /cpu:0, /device:GPU:1, /job:localhost/device:CPU:0
@@ -65,8 +65,50 @@ DEVICE_KEYS = ("io_device", "strategy.device", "load_strategy.device")
 
 def validate(cfg: Config) -> None:
     """Raise ConfigError naming the key, its value and what is valid."""
+    check_keys(cfg)
     for key in [*(key for key, _, _ in _RANGES), *DEVICE_KEYS]:
         check(key, OmegaConf.select(cfg, key))
+    sizes = split_sizes(cfg)
+    if sizes is not None:
+        check_sizes(cfg, *sizes)
+
+
+def check_keys(cfg: Config) -> None:
+    """Every key is the schema's, and every group's `name` the option its schema is for.
+
+    Hydra lets `+key=...` and `++key=...` add keys to a structured config (it opens the struct
+    flag for them), and `group.name=...` rename an option: the job would then silently ignore
+    the key (`+strategy.replica=4` ran on 2 replicas) or fail seconds later (`model.name=mine`
+    in `train`)."""
+    for key in cfg:
+        if key != "hydra" and key not in CONFIG_KEYS:
+            raise ConfigError(f"{key} is not a key of the runner's config (+{key}=... adds keys "
+                              f"the runner never reads): its keys are {', '.join(CONFIG_KEYS)}.")
+    for group, options in schema.OPTION_SCHEMAS.items():
+        node = cfg[group]
+        name = node.get("name")
+        if name not in options:
+            raise ConfigError(f"{group}.name={name!r} is not a {group} option: expected one of "
+                              f"{', '.join(options)} (chosen with {group}=OPTION).")
+        if OmegaConf.get_type(node) is not options[name]:
+            raise ConfigError(f"{group}.name={name} renames another {group} option: choose it "
+                              f"with {group}={name} instead.")
+        _check_fields(node, group, f"{group}={name}")
+    for key, node in cfg.items():
+        if dataclasses.is_dataclass(OmegaConf.get_type(node)) and key not in (
+                "hydra", *schema.OPTION_SCHEMAS):
+            _check_fields(node, str(key), str(key))
+
+
+def _check_fields(node: Any, prefix: str, what: str) -> None:
+    allowed = [f.name for f in dataclasses.fields(OmegaConf.get_type(node))]
+    for key in node:
+        if key not in allowed:
+            raise ConfigError(f"{prefix}.{key} is not a key of {what} (+{prefix}.{key}=... adds "
+                              f"a key the runner never reads): its keys are {', '.join(allowed)}.")
+
+
+CONFIG_KEYS = tuple(f.name for f in dataclasses.fields(schema.Config))
 
 
 def validate_sweep(overrides: list[str]) -> None:

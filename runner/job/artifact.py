@@ -15,7 +15,7 @@ import re
 import shutil
 import zipfile
 from collections.abc import Iterator, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -26,7 +26,9 @@ from runner.core import result as results
 from runner.core.files import LOAD_FROM, PARTIAL, PROBE, SAVED_MODEL, SAVED_WITH
 from runner.core.result import Result
 from runner.core.resume import RECIPE
+from runner.core.trust import TRUST_KEY, refusal
 from runner.job import verify
+from runner.job.scan import scan
 
 if TYPE_CHECKING:
     from runner.core.schema import Config
@@ -46,10 +48,10 @@ def staged(out: Path) -> Iterator[Path]:
     staging.mkdir()
     try:
         yield staging
+        os.replace(staging, out / SAVED_MODEL)  # fails over a saved_model/ that is not empty
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)
         raise
-    os.replace(staging, out / SAVED_MODEL)
 
 
 @dataclass
@@ -77,6 +79,7 @@ class Stored:
     logits: np.ndarray
     saved_with: dict[str, Any]
     reference: Reference | None = None  # the resume check's, if it was stored
+    notes: list[str] = field(default_factory=list)
 
 
 def write_stored(folder: Path, probe: np.ndarray, logits: np.ndarray,
@@ -99,9 +102,10 @@ def add_reference(folder: Path, ref: Reference) -> None:
     os.replace(tmp, folder / PROBE)
 
 
-def read_stored(location: Path) -> Stored:
+def read_stored(location: Path, trust: bool = False) -> Stored:
     """The model at `location`: a job's output directory, its saved_model/ folder or the model
-    file/directory inside that folder. Every problem names the file it is in."""
+    file/directory inside that folder. Every problem names the file it is in. What in it could
+    run code on this machine (runner.job.scan) is refused, unless `trust`."""
     if not location.exists():
         raise FileNotFoundError(f"load_from: {location} does not exist")
     if any(p.name.endswith(PARTIAL) for p in (location, *location.parents)):
@@ -131,6 +135,12 @@ def read_stored(location: Path) -> Stored:
         raise ArtifactError(f"{folder / PROBE} is unreadable: "
                             f"{type(e).__name__}: {e}") from e
     check_model(model)
+    findings = scan(model)
+    if findings and not trust:
+        raise refusal(findings, model)
+    if findings:
+        stored.notes.append(f"{TRUST_KEY}=true: loaded although it carries what could run code: "
+                            + "; ".join(map(str, findings)))
     return stored
 
 
@@ -194,14 +204,14 @@ def saved_with(cfg: Config, path: Path, result: Result, model: tf.keras.Model) -
 
 def stored_model(cfg: Config, out: Path, result: Result) -> Stored:
     """This job's saved_model/, or the one `load_from` names (fetched from MLflow if a URI)."""
-    if not cfg.load_from:
-        return read_stored(out / SAVED_MODEL)
+    if not cfg.load_from:  # the job's own model is checked too: it takes milliseconds
+        return read_stored(out / SAVED_MODEL, cfg.load.trust)
     location = Path(cfg.load_from).expanduser()
     if _is_uri(cfg.load_from):
         from runner.tracking.artifacts import download  # MLflow: only for a load_from URI
 
         location = download(cfg.load_from, out / LOAD_FROM, cfg.mlflow)
-    stored = read_stored(location.resolve())
+    stored = read_stored(location.resolve(), cfg.load.trust)
     result.update({group: stored.saved_with.get(group) for group in results.TRAIN_SIDE})
     result["keras_module"] = stored.saved_with.get("keras_module")
     result["replicas"]["train"] = stored.saved_with.get("replicas")

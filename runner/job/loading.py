@@ -37,8 +37,9 @@ class Loaded:
     new_optimizer: bool = False  # a new model compiled around what was loaded (hub, tfsm_layer)
 
 
-# Each takes (path, io_device, the load_api group's options, the model's saved_with.json).
-Loader = Callable[[Path, "str | None", Any, Mapping[str, Any]], Loaded]
+# Each takes (path, io_device, the load_api group's options, the model's saved_with.json) and
+# `trust`: load.trust, for Keras' own safe_mode.
+Loader = Callable[..., Loaded]
 LOADERS: dict[str, Loader] = {}
 
 
@@ -53,14 +54,17 @@ def loader(name: str) -> Callable[[Loader], Loader]:
 
 @loader("keras")
 def load_keras(path: Path, io_device: str | None, options: Any,
-               saved_with: Mapping[str, Any]) -> Loaded:
+               saved_with: Mapping[str, Any], trust: bool = False) -> Loaded:
     """tf.keras.models.load_model: a compiled Keras model, trainable as it is."""
+    # safe_mode (both generations, .keras files): no Python lambda is deserialized unless
+    # load.trust; runner.job.scan refused what else could run code before this.
     if io_device is not None and runtime.keras_generation() == "tf_keras":
-        model = tf.keras.models.load_model(str(path), options=_load_options(io_device))
+        model = tf.keras.models.load_model(str(path), options=_load_options(io_device),
+                                           safe_mode=not trust)
         notes = [] if path.is_dir() else ["io_device: tf_keras uses LoadOptions for SavedModel "
                                           "directories only, not for .keras files"]
     else:
-        model = tf.keras.models.load_model(str(path))
+        model = tf.keras.models.load_model(str(path), safe_mode=not trust)
         notes = _not_applied(io_device, "io_device", "Keras 3 load_model takes no LoadOptions")
     if not isinstance(model, tf.keras.Model):
         # tf_keras falls back to a plain restored object when the SavedModel has no Keras metadata.
@@ -70,7 +74,7 @@ def load_keras(path: Path, io_device: str | None, options: Any,
 
 @loader("saved_model")
 def load_saved_model(path: Path, io_device: str | None, options: Any,
-                     saved_with: Mapping[str, Any]) -> Loaded:
+                     saved_with: Mapping[str, Any], trust: bool = False) -> Loaded:
     """tf.saved_model.load + signatures['serving_default']: inference only."""
     loaded = tf.saved_model.load(str(path), options=_load_options(io_device))
     serve = loaded.signatures[SERVING_KEY]
@@ -79,7 +83,7 @@ def load_saved_model(path: Path, io_device: str | None, options: Any,
 
 @loader("hub")
 def load_hub(path: Path, io_device: str | None, options: Any,
-             saved_with: Mapping[str, Any]) -> Loaded:
+             saved_with: Mapping[str, Any], trust: bool = False) -> Loaded:
     """hub.KerasLayer(tf.saved_model.load(dir), trainable=True) in a new model, as the seed does."""
     import tensorflow_hub as hub
 
@@ -94,7 +98,7 @@ def load_hub(path: Path, io_device: str | None, options: Any,
 
 @loader("tfsm_layer")
 def load_tfsm_layer(path: Path, io_device: str | None, options: Any,
-                    saved_with: Mapping[str, Any]) -> Loaded:
+                    saved_with: Mapping[str, Any], trust: bool = False) -> Loaded:
     """keras.layers.TFSMLayer(dir, trainable=True) in a new model: Keras 3's hub.KerasLayer."""
     layer = tf.keras.layers.TFSMLayer(str(path), call_endpoint=SERVING_KEY, trainable=True)
     inputs = tf.keras.layers.Input(shape=models.INPUT_SHAPE)
@@ -106,7 +110,7 @@ def load_tfsm_layer(path: Path, io_device: str | None, options: Any,
 
 @loader("checkpoint")
 def load_checkpoint(path: Path, io_device: str | None, options: Any,
-                    saved_with: Mapping[str, Any]) -> Loaded:
+                    saved_with: Mapping[str, Any], trust: bool = False) -> Loaded:
     """The same model built afresh (saved_with.json says which) and compiled, its variables and
     its optimizer's slots created, then tf.train.Checkpoint.restore. assert_consumed: every
     value in the checkpoint was used and every variable restored, or TensorFlow's list of those
@@ -155,7 +159,7 @@ class CheckpointIncomplete(AssertionError):
 
 @loader("weights")
 def load_weights(path: Path, io_device: str | None, options: Any,
-                 saved_with: Mapping[str, Any]) -> Loaded:
+                 saved_with: Mapping[str, Any], trust: bool = False) -> Loaded:
     """The same model built afresh and compiled, then Model.load_weights: a `.weights.h5`
     file, or a TensorFlow checkpoint folder (tf_keras' default save_weights format)."""
     model = fresh_model(saved_with)
@@ -190,7 +194,8 @@ def load(path: Path, cfg: Config, strategy: tf.distribute.Strategy | None,
     """Load with the chosen API inside the load-side strategy's scope (none: no scope)."""
     scope = strategy.scope() if strategy is not None else contextlib.nullcontext()
     with scope:
-        return LOADERS[cfg.load_api.name](path, cfg.io_device, cfg.load_api, saved_with)
+        return LOADERS[cfg.load_api.name](path, cfg.io_device, cfg.load_api, saved_with,
+                                          trust=cfg.load.trust)
 
 
 def single_output(outputs: Any) -> Any:

@@ -9,6 +9,7 @@ saved), 1 when failed, 130/143 when interrupted by SIGINT/SIGTERM.
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import traceback
 from pathlib import Path
@@ -30,7 +31,9 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m runner.job")
     parser.add_argument("config", type=Path, help="resolved job config (YAML)")
     parser.add_argument("--output-dir", type=Path, required=True)
-    parser.add_argument("--override", action="append", default=[], help="Hydra override, kept")
+    parser.add_argument("--override", action="append", default=[],
+                        help=f"a Hydra override, kept in the result (default: the JSON list "
+                             f"in ${results.OVERRIDES_ENV})")
     parser.add_argument("--side", choices=("both", "train", "load"), default="both",
                         help="train and load in this process, or only one side")
     parser.add_argument("--resume", action="store_true",
@@ -40,8 +43,9 @@ def main(argv: list[str] | None = None) -> int:
     interrupt.raise_on_signals(once=True)  # Ctrl-C/SIGTERM: recorded below with the phase
     cfg = OmegaConf.load(args.config)
     out = args.output_dir.resolve()
+    overrides = args.override or json.loads(os.environ.get(results.OVERRIDES_ENV) or "[]")
     result = (results.read(out) if args.resume
-              else results.new_result(cfg, out, args.override, os.environ.get(RUN_ID_ENV)))
+              else results.new_result(cfg, out, overrides, os.environ.get(RUN_ID_ENV)))
     result["process"] = results.this_process()
     results.stamp(result, "process_start", keep=True)
     results.write(out, result)

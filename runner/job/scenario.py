@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING
 import tensorflow as tf
 
 from runner.core import cluster
+from runner.core.constraints import check_sizes
 from runner.core.files import SAVED_MODEL
 from runner.core.result import Result, write
 from runner.core.resume import DRIFTED, ERROR
@@ -66,6 +67,7 @@ def train_side(cfg: Config, out: Path, result: Result, phase: Phase) -> None:
     with phase("data"):
         data = datasets.load(cfg, global_batch)
         result["data_sizes"] = {"train": {"train": data.n_train, "test": data.n_test}}
+        check_sizes(cfg, data.n_train, data.n_test)  # preflight could not, for some data
     with phase("train"):
         model = build_model(cfg, strategy)
         if cfg.model.save_before_fit:
@@ -92,9 +94,10 @@ def train_side(cfg: Config, out: Path, result: Result, phase: Phase) -> None:
         path = out / SAVED_MODEL / path.name  # where it is once complete
         artifact.write_stored(staging, data.probe, saved_logits,
                               artifact.saved_with(cfg, path, result, model))
-        result["artifact"] = str(path)
-        result["artifact_bytes"] = artifact.artifact_bytes(staging / path.name)
+        saved_bytes = artifact.artifact_bytes(staging / path.name)
         result["notes"] += notes
+    # Only now is it there: a save that failed names no artifact.
+    result["artifact"], result["artifact_bytes"] = str(path), saved_bytes
     log_model = cfg.mlflow.enabled and cfg.mlflow.log_model
     if log_model and cfg.strategy.name == cluster.MULTI_WORKER:
         result["notes"].append(
@@ -115,6 +118,7 @@ def load_side(cfg: Config, out: Path, result: Result, phase: Phase) -> None:
     """Load what the train side (or `load_from`) saved, verify it, keep training or serving it."""
     with phase("load"):
         stored = artifact.stored_model(cfg, out, result)
+        result["notes"] += stored.notes
         load_strategy = runtime.make_strategy(cfg.load_strategy, cfg.cluster)
         result["replicas"]["load"] = runtime.replicas(load_strategy)
         record_cluster(load_strategy, result)
@@ -127,6 +131,7 @@ def load_side(cfg: Config, out: Path, result: Result, phase: Phase) -> None:
         data = datasets.load(
             cfg, cfg.train.batch_size_per_replica * runtime.replicas(load_strategy))
         result.setdefault("data_sizes", {})["load"] = {"train": data.n_train, "test": data.n_test}
+        check_sizes(cfg, data.n_train, data.n_test)
     with phase("verify"):
         result["max_abs_diff"] = verify.verify_logits(loaded.predict, stored.probe,
                                                       stored.logits, cfg.verify.tolerance)

@@ -13,6 +13,8 @@ from typing import Any
 import numpy as np
 import tensorflow as tf
 
+from runner.job.scan import functions_called
+
 
 class VerificationError(AssertionError):
     """The loaded model does not compute what the saved one did."""
@@ -125,11 +127,6 @@ def pinned_devices(saved_model_dir: Path, key: str = "serving_default",
     seen_nodes: set[str] = set()
     seen_functions: set[str] = set()
 
-    def called(node: Any) -> list[str]:
-        return [name for a in node.attr.values()
-                for name in ([a.func.name] if a.HasField("func") else []) + [
-                    f.name for f in a.list.func]]
-
     def visit_function(name: str) -> None:
         if name in seen_functions or name not in functions:
             return
@@ -137,7 +134,7 @@ def pinned_devices(saved_model_dir: Path, key: str = "serving_default",
         for n in functions[name].node_def:
             if n.device:
                 pinned.append(f"{n.name}: {n.device}")
-            for f in called(n):
+            for f in functions_called(n):
                 visit_function(f)
 
     stack = [t.name for t in graph.signature_def[key].outputs.values()]
@@ -149,7 +146,7 @@ def pinned_devices(saved_model_dir: Path, key: str = "serving_default",
         node = nodes[name]
         if node.device:
             pinned.append(f"{node.name}: {node.device}")
-        for f in called(node):
+        for f in functions_called(node):
             visit_function(f)
         stack.extend(node.input)
     return {"count": len(pinned), "first": sorted(pinned)[:first]}

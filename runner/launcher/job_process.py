@@ -9,6 +9,7 @@ the second continuing the result.json the first left.
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import shutil
 import sys
@@ -23,7 +24,7 @@ from omegaconf import OmegaConf
 
 from runner.core import cluster, interrupt, redact
 from runner.core.files import HYDRA_DIR, JOB_LOG, RESOLVED, worker_log
-from runner.core.result import Result, not_started, read_or_crashed, write
+from runner.core.result import OVERRIDES_ENV, Result, not_started, read_or_crashed, write
 from runner.core.summary import summary
 from runner.launcher import fork_client
 from runner.launcher.fork_client import GENERATIONS_ENV, JOB_MODULE
@@ -65,13 +66,12 @@ def run_in_subprocess(cfg: Config, output_dir: Path, overrides: list[str],
     as every worker), its output teed into job.log. reporting=False: the caller prints the
     summary (once the MLflow run is closed)."""
     output_dir.mkdir(parents=True, exist_ok=True)
-    keep_secrets_out(cfg, output_dir)
-    env = {**redact.environ(), "PYTHONUNBUFFERED": "1"}
+    # The overrides (a credential in mlflow.tracking_uri, say) in the environment, readable by
+    # this user alone, not in the command line, which every local user can read.
+    env = {**redact.environ(), "PYTHONUNBUFFERED": "1", OVERRIDES_ENV: json.dumps(overrides)}
     sides = job_sides(cfg)
     with job_config(cfg) as config_path, local_workers(cfg, output_dir) as workers:
         command = [sys.executable, "-m", JOB_MODULE, str(config_path)]
-        for override in overrides:
-            command += ["--override", override]
         for i, side in enumerate(sides):
             stopped = interrupt.received()
             if stopped is not None and i == 0:  # the signal came before the job started
@@ -147,19 +147,51 @@ def server_imports(cfg: Config, sweep: bool | None = None) -> list[str]:
 
 
 def keep_secrets_out(cfg: Config, output_dir: Path) -> None:
-    """The configs Hydra saved, and the resolved one, with secrets masked (runner.redact)."""
+    """The configs Hydra saved, and the resolved one, with secrets masked (runner.core.redact)."""
     hydra_dir = output_dir / HYDRA_DIR
-    hydra_dir.mkdir(exist_ok=True)
+    hydra_dir.mkdir(parents=True, exist_ok=True)
     for path in hydra_dir.glob("*.yaml"):
         redact.file(path)
     (hydra_dir / RESOLVED).write_text(redact.text(OmegaConf.to_yaml(cfg, resolve=True)))
 
 
+CONFIG_PREFIX = "runner-job-"  # runner-job-<pid of the runner>-<random>.yaml
+
+
+def remove_stale_configs(directory: Path | None = None) -> list[Path]:
+    """The private job configs of runners that are gone (killed with SIGKILL: nothing of theirs
+    ran after), removed: each holds a config with its secrets."""
+    removed = []
+    for path in Path(directory or tempfile.gettempdir()).glob(f"{CONFIG_PREFIX}*-*.yaml"):
+        pid = path.name[len(CONFIG_PREFIX):].split("-", 1)[0]
+        try:
+            if not pid.isdigit() or path.stat().st_uid != os.getuid() or _alive(int(pid)):
+                continue
+            path.unlink()
+        except OSError:  # removed meanwhile, or not ours to remove
+            continue
+        removed.append(path)
+    return removed
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # another user's process
+        return True
+    return True
+
+
 @contextlib.contextmanager
 def job_config(cfg: Config) -> Iterator[Path]:
     """The resolved config the job's processes read, secrets included (a credential in
-    mlflow.tracking_uri must work): a private temporary file, never in the output directory."""
-    fd, name = tempfile.mkstemp(prefix="runner-job-", suffix=".yaml")
+    mlflow.tracking_uri must work): a private (0600) temporary file, never in the output
+    directory, named after this process so that one a killed runner left is removed by the
+    next (`remove_stale_configs`)."""
+    remove_stale_configs()
+    fd, name = tempfile.mkstemp(prefix=f"{CONFIG_PREFIX}{os.getpid()}-", suffix=".yaml")
     try:
         with os.fdopen(fd, "w") as f:
             f.write(OmegaConf.to_yaml(cfg, resolve=True))

@@ -15,7 +15,7 @@ from omegaconf import DictConfig
 
 from runner.core import cluster, hints
 from runner.core.apis import AUTO
-from runner.core.files import RESULT
+from runner.core.files import RESULT, SAVED_MODEL
 from runner.core.validate import ConfigError, validate, validate_sweep
 
 if TYPE_CHECKING:
@@ -28,7 +28,7 @@ class Preflight(Callback):
     def on_run_start(self, config: DictConfig, **kwargs: Any) -> None:
         check_config(config)
         check_output_dir(Path(config.hydra.run.dir), "hydra.run.dir",
-                         fresh=not cluster.non_chief(config))
+                         fresh=not cluster.non_chief(config), saves=not config.load_from)
 
     def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
         check_config(config, list(config.hydra.overrides.task))
@@ -46,8 +46,10 @@ def check_config(cfg: Config, sweep_overrides: list[str] | None = None) -> None:
         raise SystemExit(2) from None
 
 
-def check_output_dir(directory: Path, key: str, fresh: bool) -> None:
-    """`directory` can be created and written; fresh=True: it holds no earlier job's result."""
+def check_output_dir(directory: Path, key: str, fresh: bool, saves: bool = False) -> None:
+    """`directory` can be created and written; fresh=True: it holds no earlier job's result;
+    saves=True: no saved_model/ folder either, which the job's save could not replace (it
+    failed in `save`, after the whole training)."""
     try:
         directory.mkdir(parents=True, exist_ok=True)
         with tempfile.TemporaryFile(dir=directory):
@@ -59,6 +61,11 @@ def check_output_dir(directory: Path, key: str, fresh: bool) -> None:
     if fresh and (directory / RESULT).exists():
         print(f"Output directory error: {directory} already holds a job ({RESULT}); "
               f"choose another with {key}=DIR, or remove it.", file=sys.stderr)
+        raise SystemExit(2)
+    if fresh and saves and (directory / SAVED_MODEL).exists():
+        print(f"Output directory error: {directory} already holds a {SAVED_MODEL}/ folder, "
+              f"where this job saves its model; choose another with {key}=DIR, or move it.",
+              file=sys.stderr)
         raise SystemExit(2)
 
 

@@ -34,6 +34,8 @@ def run(cfg: Config) -> Result:
     check_config(cfg)  # again: a sweep's jobs differ from the config Preflight saw
     choose_save_api(cfg)
     output_dir = Path(HydraConfig.get().runtime.output_dir)
+    # First, whatever happens next: Hydra's own .hydra/*.yaml hold the overrides as given.
+    job_process.keep_secrets_out(cfg, output_dir)
     overrides = list(HydraConfig.get().overrides.task)
     clock.clear()
     stamp({"clock": clock}, "job_start")

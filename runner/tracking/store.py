@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import fcntl
+import hashlib
 import logging
 import os
 import re
@@ -20,7 +21,7 @@ from mlflow.exceptions import MlflowException
 from mlflow.tracking import MlflowClient
 
 from runner.core import redact
-from runner.core.files import DEFAULT_STORE_DIR, STORE_ARTIFACTS, STORE_DB
+from runner.core.files import DEFAULT_STORE_DIR, OUTPUTS, STORE_ARTIFACTS, STORE_DB, sqlite_path
 from runner.core.text import first_line
 
 if TYPE_CHECKING:
@@ -40,8 +41,10 @@ class TrackingUnavailableError(RuntimeError):
     """The tracking store or server could not be reached."""
 
 
-def configure(mcfg: Mlflow, brief: bool = False) -> tuple[str, str | None]:
-    """The configured store: (tracking URI, artifact location or None).
+def configure(mcfg: Mlflow, brief: bool = False, create: bool = True) -> tuple[str, str | None]:
+    """The configured store: (tracking URI, artifact location for a new experiment, or None
+    where a server chooses). create=False: an embedded store's folder is not made (a store is
+    only read).
 
     Also shortens MLflow's HTTP retries (defaults: 7 retries, 120 s timeout) so that an
     unreachable server is reported in seconds; the job process inherits the same settings.
@@ -54,12 +57,32 @@ def configure(mcfg: Mlflow, brief: bool = False) -> tuple[str, str | None]:
     # "Model training" mode (runs.TrackedRun.page) and never carry a password from the URI.
     os.environ["MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT"] = "true"
     if mcfg.tracking_uri:
-        uri, artifacts = mcfg.tracking_uri, None  # a server chooses its own artifact store
-    else:
-        store = Path(mcfg.store_dir or DEFAULT_STORE_DIR).resolve()
+        uri = mcfg.tracking_uri
+        return uri, database_artifacts(uri)
+    store = Path(mcfg.store_dir or DEFAULT_STORE_DIR).resolve()
+    if create:
         store.mkdir(parents=True, exist_ok=True)
-        uri, artifacts = f"sqlite:///{store / STORE_DB}", (store / STORE_ARTIFACTS).as_uri()
-    return uri, artifacts
+    return f"sqlite:///{store / STORE_DB}", (store / STORE_ARTIFACTS).as_uri()
+
+
+DATABASE_SCHEMES = ("sqlite", "postgresql", "mysql", "mssql")
+
+
+def database_artifacts(uri: str) -> str | None:
+    """Where a new experiment in a database store (no server) keeps its artifacts: beside a
+    sqlite file (its folder's artifacts/), or, for a database server, a folder of the runner's
+    own for that database (outputs/mlflow-artifacts/<digest of the URI>). MLflow's default is
+    ./mlruns of whatever folder the process runs in: two sweeps started from two folders split
+    one store's artifacts between them. None for a tracking server, which chooses."""
+    scheme = uri.split(":", 1)[0].split("+", 1)[0].lower()
+    if scheme not in DATABASE_SCHEMES:
+        return None
+    if scheme == "sqlite":
+        database = sqlite_path(uri)
+        if database is not None:
+            return (database.parent / STORE_ARTIFACTS).as_uri()
+    digest = hashlib.sha256(redact.text(uri).encode()).hexdigest()[:12]
+    return (OUTPUTS / "mlflow-artifacts" / digest).as_uri()
 
 
 def store_name(mcfg: Mlflow) -> str:
@@ -107,7 +130,10 @@ def store_lock(uri: str) -> Iterator[None]:
     if not uri.startswith("sqlite:///"):
         yield
         return
-    db = Path(uri[len("sqlite:///"):])
+    db = sqlite_path(uri)
+    if db is None:
+        yield
+        return
     with open(db.with_suffix(".lock"), "a") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)
         try:

@@ -262,6 +262,6 @@ def wanted_model(job: Path) -> bool:
 
 def _start_ms(job: Path) -> int | None:
     try:
-        return int(files.hydra_file(job, "config.yaml").stat().st_mtime * 1000)
+        return int(files.hydra_file(job, files.HYDRA_CONFIG).stat().st_mtime * 1000)
     except OSError:
         return None

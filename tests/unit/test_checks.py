@@ -1,0 +1,58 @@
+"""Config checks the schema's types cannot make (runner.core.validate, runner.core.constraints),
+and the private job configs a killed runner left."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import pytest
+
+from runner.core.compose import compose
+from runner.core.validate import ConfigError, validate
+from runner.launcher import job_process
+
+
+@pytest.mark.parametrize("overrides, words", [
+    (["strategy=mirrored", "+strategy.replica=4"], "strategy.replica is not a key of "
+                                                   "strategy=mirrored (+strategy.replica=... "
+                                                   "adds a key the runner never reads): its keys "
+                                                   "are name, replicas."),
+    (["++verify.extra=1"], "verify.extra is not a key of verify"),
+    (["+seedx=1"], "seedx is not a key of the runner's config"),
+    (["data.name=imagenet"], "data.name='imagenet' is not a data option: expected one of "
+                             "digits, mnist, synthetic"),
+    (["strategy=mirrored", "strategy.name=default"], "strategy.name=default renames another "
+                                                     "strategy option"),
+    (["load_strategy=mirrored", "load_strategy.replicas=23"], "load_strategy=mirrored with 23 "
+                                                              "replica(s)"),
+    (["data=synthetic", "data.n_train=50"], "is a global batch of 64, more than the 50 "
+                                            "training examples of data=synthetic: expected "
+                                            "train.batch_size_per_replica at most 50."),
+    (["verify.probe_size=360"], "verify.probe_size=360 is more than the 359 test examples"),
+])
+def test_what_the_types_let_through_is_refused_naming_it(overrides, words):
+    with pytest.raises(ConfigError) as info:
+        validate(compose(overrides))
+    assert words in str(info.value)
+
+
+@pytest.mark.parametrize("overrides", [
+    [], ["strategy=mirrored", "strategy.replicas=22"], ["data=mnist", "strategy=mirrored",
+                                                        "strategy.replicas=1000"],
+    ["load_from=/x", "strategy=mirrored", "strategy.replicas=1000"],  # no train side
+    ["strategy=multi_worker_mirrored", "cluster=slurm"]])
+def test_what_can_work_or_cannot_be_known_yet_passes(overrides):
+    validate(compose(overrides))  # mnist's size is known once loaded: checked in `data`
+
+
+def test_a_killed_runners_private_config_is_removed_by_the_next(tmp_path):
+    gone = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"],
+                          capture_output=True, text=True).stdout.strip()
+    stale = tmp_path / f"{job_process.CONFIG_PREFIX}{gone}-abc.yaml"
+    mine = tmp_path / f"{job_process.CONFIG_PREFIX}{__import__('os').getpid()}-def.yaml"
+    other = tmp_path / "runner-job-notapid.yaml"
+    for path in (stale, mine, other):
+        path.write_text("secret")
+    assert job_process.remove_stale_configs(tmp_path) == [stale]
+    assert not stale.exists() and mine.exists() and other.exists()
