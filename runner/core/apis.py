@@ -11,10 +11,12 @@ same way.) Nothing here imports TensorFlow.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from enum import Enum
-from typing import Any
+from typing import Any, TypeVar
+
+F = TypeVar("F", bound=Callable[..., Any])
 
 
 class Format(str, Enum):
@@ -193,6 +195,20 @@ def option_notes(save_api: str, io_device: str | None,
                else f"tf.train.{api.options} has no variable policy")
         notes.append(f"save_api.variable_policy={variable_policy} not applied: {why}")
     return notes
+
+
+def registrar(implemented: dict[str, Any]) -> Callable[[str], Callable[[F], F]]:
+    """A decorator factory for a job module's implementations: `@saver("keras")` puts the
+    decorated function into `implemented` under the API's name (check_implemented then holds
+    the table against the registry)."""
+    def named(name: str) -> Callable[[F], F]:
+        def register(function: F) -> F:
+            implemented[name] = function
+            return function
+
+        return register
+
+    return named
 
 
 def check_implemented(group: str, implemented: Mapping[str, Any], where: str) -> None:

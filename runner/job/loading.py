@@ -41,15 +41,7 @@ class Loaded:
 # `trust`: load.trust, for Keras' own safe_mode.
 Loader = Callable[..., Loaded]
 LOADERS: dict[str, Loader] = {}
-
-
-def loader(name: str) -> Callable[[Loader], Loader]:
-    """Register the function that implements load_api=`name` (an entry of apis.LOAD_APIS)."""
-    def register(function: Loader) -> Loader:
-        LOADERS[name] = function
-        return function
-
-    return register
+loader = apis.registrar(LOADERS)  # @loader("keras"): the function of load_api=keras
 
 
 @loader("keras")

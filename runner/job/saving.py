@@ -24,15 +24,7 @@ from runner.job import models, runtime, verify
 # Each takes (model, folder, io_device, variable_policy) and returns (path, notes).
 Saver = Callable[[Any, Path, "str | None", "str | None"], "tuple[Path, list[str]]"]
 SAVERS: dict[str, Saver] = {}
-
-
-def saver(name: str) -> Callable[[Saver], Saver]:
-    """Register the function that implements save_api=`name` (an entry of apis.SAVE_APIS)."""
-    def register(function: Saver) -> Saver:
-        SAVERS[name] = function
-        return function
-
-    return register
+saver = apis.registrar(SAVERS)  # @saver("keras"): the function of save_api=keras
 
 
 def save(name: str, model: Any, out: Path, io_device: str | None,
