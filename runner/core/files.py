@@ -40,7 +40,10 @@ MATRIX_FORMATS = ("md", "csv", "png", "html")
 
 # ---- the embedded MLflow store ---------------------------------------------------------------
 STORE_DB = "mlflow.db"
-STORE_ARTIFACTS = "artifacts"
+STORE_ARTIFACTS = "artifacts"  # beside a sqlite store's database: its experiments' artifacts
+# A store on a database server (postgresql://, ...): its experiments' artifacts, one folder per
+# database, <digest of the URI>.
+DATABASE_ARTIFACTS = OUTPUTS / "mlflow-artifacts"
 
 # ---- artifacts of a run ----------------------------------------------------------------------
 CURVES = "curves.png"

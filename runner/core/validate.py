@@ -61,6 +61,7 @@ _RANGES: list[tuple[str, Any, str]] = [
 
 
 DEVICE_KEYS = ("io_device", "strategy.device", "load_strategy.device")
+CONFIG_KEYS = tuple(f.name for f in dataclasses.fields(schema.Config))
 
 
 def validate(cfg: Config) -> None:
@@ -80,10 +81,14 @@ def check_keys(cfg: Config) -> None:
     flag for them), and `group.name=...` rename an option: the job would then silently ignore
     the key (`+strategy.replica=4` ran on 2 replicas) or fail seconds later (`model.name=mine`
     in `train`)."""
-    for key in cfg:
-        if key != "hydra" and key not in CONFIG_KEYS:
+    for key, node in cfg.items():
+        if key == "hydra" or key in schema.OPTION_SCHEMAS:  # Hydra's own; the groups: below
+            continue
+        if key not in CONFIG_KEYS:
             raise ConfigError(f"{key} is not a key of the runner's config (+{key}=... adds keys "
                               f"the runner never reads): its keys are {', '.join(CONFIG_KEYS)}.")
+        if dataclasses.is_dataclass(OmegaConf.get_type(node)):  # train, verify, mlflow, ...
+            _check_fields(node, str(key), str(key))
     for group, options in schema.OPTION_SCHEMAS.items():
         node = cfg[group]
         name = node.get("name")
@@ -94,10 +99,6 @@ def check_keys(cfg: Config) -> None:
             raise ConfigError(f"{group}.name={name} renames another {group} option: choose it "
                               f"with {group}={name} instead.")
         _check_fields(node, group, f"{group}={name}")
-    for key, node in cfg.items():
-        if dataclasses.is_dataclass(OmegaConf.get_type(node)) and key not in (
-                "hydra", *schema.OPTION_SCHEMAS):
-            _check_fields(node, str(key), str(key))
 
 
 def _check_fields(node: Any, prefix: str, what: str) -> None:
@@ -107,8 +108,6 @@ def _check_fields(node: Any, prefix: str, what: str) -> None:
             raise ConfigError(f"{prefix}.{key} is not a key of {what} (+{prefix}.{key}=... adds "
                               f"a key the runner never reads): its keys are {', '.join(allowed)}.")
 
-
-CONFIG_KEYS = tuple(f.name for f in dataclasses.fields(schema.Config))
 
 
 def validate_sweep(overrides: list[str]) -> None:

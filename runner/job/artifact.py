@@ -28,7 +28,7 @@ from runner.core.result import Result
 from runner.core.resume import RECIPE
 from runner.core.trust import TRUST_KEY, refusal
 from runner.job import verify
-from runner.job.scan import scan
+from runner.job.scan import is_hdf5, scan
 
 if TYPE_CHECKING:
     from runner.core.schema import Config
@@ -161,10 +161,9 @@ def check_model(path: Path) -> None:
                                 "nor a checkpoint (no 'checkpoint' file)")
         return
     if path.suffix == ".h5":
-        with open(path, "rb") as f:
-            if f.read(8) != b"\x89HDF\r\n\x1a\n":
-                raise ArtifactError(f"{path} is not an HDF5 file: truncated, or a file of "
-                                    "another format")
+        if not is_hdf5(path):
+            raise ArtifactError(f"{path} is not an HDF5 file: truncated, or a file of "
+                                "another format")
         return
     if path.suffix == ".keras":
         if not zipfile.is_zipfile(path):

@@ -27,7 +27,7 @@ def scan(path: Path) -> list[Finding]:
                 if "config.json" in archive.namelist():
                     config = json.loads(archive.read("config.json"))
                     findings += trust.python_in_config(config, f"{where}: config.json")
-        elif _is_hdf5(file):
+        elif is_hdf5(file):
             findings += _hdf5_configs(file, where)
         elif file.name == "keras_metadata.pb":
             for config in _json_in_protobuf(file.read_bytes()):
@@ -37,7 +37,7 @@ def scan(path: Path) -> list[Finding]:
     return findings
 
 
-def _is_hdf5(file: Path) -> bool:
+def is_hdf5(file: Path) -> bool:
     with open(file, "rb") as f:
         return f.read(8) == HDF5_SIGNATURE
 

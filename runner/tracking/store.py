@@ -21,7 +21,13 @@ from mlflow.exceptions import MlflowException
 from mlflow.tracking import MlflowClient
 
 from runner.core import redact
-from runner.core.files import DEFAULT_STORE_DIR, OUTPUTS, STORE_ARTIFACTS, STORE_DB, sqlite_path
+from runner.core.files import (
+    DATABASE_ARTIFACTS,
+    DEFAULT_STORE_DIR,
+    STORE_ARTIFACTS,
+    STORE_DB,
+    sqlite_path,
+)
 from runner.core.text import first_line
 
 if TYPE_CHECKING:
@@ -62,7 +68,8 @@ def configure(mcfg: Mlflow, brief: bool = False, create: bool = True) -> tuple[s
     store = Path(mcfg.store_dir or DEFAULT_STORE_DIR).resolve()
     if create:
         store.mkdir(parents=True, exist_ok=True)
-    return f"sqlite:///{store / STORE_DB}", (store / STORE_ARTIFACTS).as_uri()
+    uri = f"sqlite:///{store / STORE_DB}"
+    return uri, database_artifacts(uri)
 
 
 DATABASE_SCHEMES = ("sqlite", "postgresql", "mysql", "mssql")
@@ -82,7 +89,7 @@ def database_artifacts(uri: str) -> str | None:
         if database is not None:
             return (database.parent / STORE_ARTIFACTS).as_uri()
     digest = hashlib.sha256(redact.text(uri).encode()).hexdigest()[:12]
-    return (OUTPUTS / "mlflow-artifacts" / digest).as_uri()
+    return (DATABASE_ARTIFACTS / digest).as_uri()
 
 
 def store_name(mcfg: Mlflow) -> str:
@@ -160,7 +167,7 @@ def create_sqlite_store(db: Path) -> None:
     try:
         # The default experiment's artifacts in the store's own folder, as configure() puts
         # the runner's (MLflow's default is ./mlruns, wherever a process runs).
-        store = SqlAlchemyStore(f"sqlite:///{made}", (db.parent / STORE_ARTIFACTS).as_uri())
+        store = SqlAlchemyStore(f"sqlite:///{made}", database_artifacts(f"sqlite:///{db}"))
         store.engine.dispose()
         try:
             os.link(made, db)  # never over a store made meanwhile by a process not locking
