@@ -10,7 +10,7 @@ from hydra.core.hydra_config import HydraConfig
 from hydra.types import RunMode
 from omegaconf import DictConfig
 
-from runner.core import interrupt, schema
+from runner.core import interrupt, schema, targets
 from runner.core.validate import valid_keys
 from runner.launcher import sweep
 from runner.launcher.task import run
@@ -34,6 +34,7 @@ def entry() -> None:
     """main(), and whatever ends it early (Ctrl-C, SIGTERM, a launcher's error) closes the
     sweep it was running: no parent run left RUNNING, the finished jobs' matrix written."""
     interrupt.raise_on_signals()  # SIGTERM as well as Ctrl-C unwinds through the cleanup
+    targets.user_path()  # the user's package, found by every process the runner starts
     try:
         main()
     except BaseException as e:

@@ -22,10 +22,11 @@ DIGITS_IMAGES = 1797
 def split_sizes(cfg: Config) -> tuple[int, int] | None:
     """(training, test) examples of the job's data, known without loading it; None where only
     loading tells (TFDS MNIST: a prepared copy may hold any number)."""
-    if cfg.data.name == "digits":
+    name = cfg.data.get("name")  # the user's data (data._target_) may have none yet
+    if name == "digits":
         n_test = int(round(DIGITS_IMAGES * cfg.data.test_fraction))
         return DIGITS_IMAGES - n_test, n_test
-    if cfg.data.name == "synthetic":
+    if name == "synthetic":
         return cfg.data.n_train, cfg.data.n_test
     return None
 

@@ -114,6 +114,10 @@ class _Always(TypedDict):
     load_keras: str
     load_from: str | None
     tutorial_step: str | None
+    # What the loaded model is verified against: "stored", the probe logits saved with it (a
+    # runner job's); "native", the artifact loaded with its own format's API outside any
+    # strategy (a model saved outside the runner: runner.job.native).
+    reference: str
     replicas: Replicas
     error: Error | None
     max_abs_diff: float | None
@@ -149,6 +153,9 @@ class Result(_Always, total=False):
     phase: str  # while running, and where a failed job failed
     clock: dict[str, float]  # when job_start, run_opened, process_start, prepared, process_end
     data_sizes: dict[str, dict[str, int]]  # side -> {train, test}
+    # after_train/after_load/after_continue -> the model's own compiled loss and metrics, where
+    # the argmax accuracy does not fit its outputs (runner.job.accuracy)
+    metrics: dict[str, dict[str, float]]
     caveat: dict[str, Any]  # model.save_before_fit
     saved_with: dict[str, Any]  # a load_from job: the loaded model's saved_with.json
     cluster: dict[str, Any]  # a multi-worker job: {workers, task, spec}
@@ -182,6 +189,7 @@ def new_result(cfg: Config, out: Path, overrides: list[str],
         "phase": "train",
         **{group: cfg[group].name for group in GROUPS},  # type: ignore[typeddict-item]
         **{key: cfg[key] for key in EXTRA_DIMENSIONS},
+        "reference": "stored",
         "replicas": {"train": None, "load": None},
         "error": None,
         "max_abs_diff": None,

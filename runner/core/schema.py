@@ -104,6 +104,9 @@ class Model:
     save_before_fit: bool = False
     batchnorm: bool = False  # BatchNormalization after the convolution
     dropout: float = 0.0  # a Dropout layer of this rate after the hidden Dense; 0: none
+    # What load_model needs to find a loaded model's classes (a `load_from` model of the user's):
+    # modules to import first ([my_pkg.layers]) or {ClassName: my_pkg.layers.ClassName}.
+    custom_objects: Any = None
 
 
 @dataclass
@@ -114,10 +117,16 @@ class Digits:
 
 
 @dataclass
-class Mnist:
-    name: str = "mnist"
+class Tfds:
+    """Any TFDS dataset (data=tfds data.name=DATASET); data=mnist is its preset for the seed's."""
+
+    name: str = MISSING  # the TFDS dataset: tfds.load(name)
     data_dir: str | None = MISSING
     download: bool = MISSING
+    train_split: str = "train"
+    test_split: str = "test"
+    # [inputs, labels]: the feature names; null: the dataset's supervised keys (as_supervised).
+    features: list[str] | None = None
     shuffle_buffer: int = MISSING
 
 
@@ -140,6 +149,11 @@ class Keras:
 class Train:
     epochs: int = MISSING
     batch_size_per_replica: int = MISSING
+    # The compile of a model its builder returns uncompiled (and of the built-in CNN): each a
+    # Keras name ("adam", "mse", "accuracy") or a `_target_` config; metrics a list of them.
+    optimizer: Any = MISSING
+    loss: Any = MISSING
+    metrics: Any = MISSING
 
 
 class ResumePolicy(str, Enum):
@@ -219,6 +233,10 @@ class Config:
     load: Load = field(default_factory=Load)
 
 
+# Groups whose options may be the user's own: a config with `_target_` (runner.core.targets),
+# from conf/<group>/custom.yaml or the user's own --config-dir, checked by its target.
+TARGET_GROUPS = ("model", "data")
+
 # conf/<group>/<option>.yaml starts with `defaults: [/schema/<group>/<option>@_here_, _self_]`.
 OPTION_SCHEMAS: dict[str, dict[str, type]] = {
     "strategy": {"default": DefaultStrategy, "one_device": OneDeviceStrategy,
@@ -232,7 +250,7 @@ OPTION_SCHEMAS: dict[str, dict[str, type]] = {
     "load_api": {name: RetrainingLoadApi if api.new_model else LoadApi
                  for name, api in apis.LOAD_APIS.items()},
     "model": dict.fromkeys(("sequential", "functional", "subclassed"), Model),
-    "data": {"digits": Digits, "mnist": Mnist, "synthetic": Synthetic},
+    "data": {"digits": Digits, "mnist": Tfds, "synthetic": Synthetic, "tfds": Tfds},
     "keras": dict.fromkeys(("v3", "legacy"), Keras),
     "load_keras": dict.fromkeys(("v3", "legacy"), Keras),
 }
@@ -254,4 +272,4 @@ OPTIONS_RESOLVER = "runner.options"  # ${runner.options:save_api} in conf/hydra/
 
 def group_options(group: str) -> str:
     """A group's options as the help lists them: 'auto | keras | saved_model | ...'."""
-    return " | ".join(OPTION_SCHEMAS[group])
+    return " | ".join([*OPTION_SCHEMAS[group], *(["custom"] if group in TARGET_GROUPS else [])])

@@ -28,6 +28,11 @@ def summary_line(result: Result) -> str:
     accs = "/".join(_fmt(acc.get(k), ".3f") for k in ("after_train", "after_load",
                                                        "after_continue"))
     head = f"{result['status'].upper()} {combo} | acc train/load/continue {accs}"
+    metrics = result.get("metrics") or {}
+    if metrics and not any(acc.values()):  # the model's own loss where argmax does not fit
+        losses = "/".join(_fmt((metrics.get(k) or {}).get("loss"), ".3f")
+                          for k in ("after_train", "after_load", "after_continue"))
+        head = f"{result['status'].upper()} {combo} | loss train/load/continue {losses}"
     diff = result.get("max_abs_diff")
     if result["status"] == "passed" or diff is None:
         head += f" | max|Δ| {_fmt(diff, '.1e')}"

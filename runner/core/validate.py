@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, Any
 from hydra.core.override_parser.overrides_parser import OverridesParser
 from omegaconf import DictConfig, OmegaConf
 
-from runner.core import schema
+from runner.core import schema, targets
 from runner.core.compose import compose
 from runner.core.constraints import ConfigError, check_sizes, split_sizes
 
@@ -67,6 +67,7 @@ CONFIG_KEYS = tuple(f.name for f in dataclasses.fields(schema.Config))
 def validate(cfg: Config) -> None:
     """Raise ConfigError naming the key, its value and what is valid."""
     check_keys(cfg)
+    check_compile(cfg.train)
     for key in [*(key for key, _, _ in _RANGES), *DEVICE_KEYS]:
         check(key, OmegaConf.select(cfg, key))
     sizes = split_sizes(cfg)
@@ -91,6 +92,13 @@ def check_keys(cfg: Config) -> None:
             _check_fields(node, str(key), str(key))
     for group, options in schema.OPTION_SCHEMAS.items():
         node = cfg[group]
+        if group in schema.TARGET_GROUPS and targets.TARGET in node.keys():
+            check_target_option(group, node)
+            continue
+        if group == "data" and OmegaConf.get_type(node) is schema.Tfds:
+            check_tfds(node)
+            _check_fields(node, group, "data=tfds")
+            continue
         name = node.get("name")
         if name not in options:
             raise ConfigError(f"{group}.name={name!r} is not a {group} option: expected one of "
@@ -99,6 +107,57 @@ def check_keys(cfg: Config) -> None:
             raise ConfigError(f"{group}.name={name} renames another {group} option: choose it "
                               f"with {group}={name} instead.")
         _check_fields(node, group, f"{group}={name}")
+
+
+def check_target_option(group: str, node: Any) -> None:
+    """A model or data option of the user's own: its target exists (found, not imported) and
+    the runner's own keys beside it have their types."""
+    if OmegaConf.is_missing(node, targets.TARGET):
+        raise ConfigError(f"{group}=custom needs {group}.{targets.TARGET}=my_pkg.module.function "
+                          f"(a function or class of your package; +{group}.ARG=VALUE for its "
+                          "arguments), or choose a built-in option: "
+                          f"{', '.join(schema.OPTION_SCHEMAS[group])}.")
+    targets.check_target(node[targets.TARGET], f"{group}.{targets.TARGET}")
+    name = node.get("name")
+    if name is not None and (not isinstance(name, str) or name in schema.OPTION_SCHEMAS[group]):
+        raise ConfigError(f"{group}.name={name!r}: a model of your own needs a name of its own "
+                          f"(not a built-in option's: {', '.join(schema.OPTION_SCHEMAS[group])}).")
+    if group == "model":
+        if not isinstance(node.get("save_before_fit", False), bool):
+            raise ConfigError(f"model.save_before_fit={node.get('save_before_fit')!r}: "
+                              "expected true or false.")
+        targets.check_custom_objects(node.get("custom_objects"))
+
+
+def check_tfds(node: Any) -> None:
+    """data=tfds: a dataset name (any TFDS dataset; whether it exists, only TFDS can say, in
+    the job), and features as [inputs, labels]."""
+    if OmegaConf.is_missing(node, "name") or not node.name:
+        raise ConfigError("data=tfds needs data.name=DATASET, a TFDS dataset name (e.g. "
+                          "fashion_mnist), and data.data_dir=DIR for a prepared copy.")
+    features = node.get("features")
+    if features is not None and len(features) != 2:
+        raise ConfigError(f"data.features={list(features)}: expected two feature names, "
+                          "[inputs, labels], or null for the dataset's supervised keys.")
+
+
+def check_compile(train: Any) -> None:
+    """train.optimizer, .loss, .metrics: Keras names or `_target_` configs that exist."""
+    for key in ("optimizer", "loss", "metrics"):
+        value = train.get(key)
+        items = list(value) if key == "metrics" and OmegaConf.is_list(value) else [value]
+        if key == "metrics" and not OmegaConf.is_list(value):
+            raise ConfigError(f"train.metrics={value!r}: expected a list, e.g. [accuracy].")
+        for i, item in enumerate(items):
+            where = f"train.{key}" + (f"[{i}]" if key == "metrics" else "")
+            if isinstance(item, str) and item:
+                continue
+            if OmegaConf.is_dict(item) and targets.TARGET in item:
+                targets.check_target(item[targets.TARGET], f"{where}.{targets.TARGET}")
+                continue
+            raise ConfigError(f"{where}={item!r}: expected a Keras name (e.g. adam, "
+                              "sparse_categorical_crossentropy, accuracy) or a config with "
+                              f"{targets.TARGET}.")
 
 
 def _check_fields(node: Any, prefix: str, what: str) -> None:

@@ -23,12 +23,13 @@ import numpy as np
 import tensorflow as tf
 
 from runner.core import result as results
+from runner.core import targets
 from runner.core.files import LOAD_FROM, PARTIAL, PROBE, SAVED_MODEL, SAVED_WITH
 from runner.core.result import Result
 from runner.core.resume import RECIPE
 from runner.core.trust import TRUST_KEY, refusal
-from runner.job import verify
-from runner.job.scan import is_hdf5, scan
+from runner.job import nested, verify
+from runner.job.scan import is_hdf5, native_format, scan, written_by
 
 if TYPE_CHECKING:
     from runner.core.schema import Config
@@ -58,33 +59,35 @@ def staged(out: Path) -> Iterator[Path]:
 class Reference:
     """What the original model gave after `steps` more optimizer steps on these batches."""
 
-    images: np.ndarray
-    labels: np.ndarray
+    images: Any  # an array, or a tree of them (runner.job.nested)
+    labels: Any
     global_batch: int
     seed: int
-    logits: np.ndarray  # the probe's logits after the steps
+    logits: Any  # the probe's logits after the steps
 
     @property
     def steps(self) -> int:
-        return -(-len(self.labels) // self.global_batch)
+        return -(-nested.examples(self.labels) // self.global_batch)
 
     def recipe(self) -> str:
-        return RECIPE.format(n=len(self.labels), steps=self.steps, batch=self.global_batch)
+        return RECIPE.format(n=nested.examples(self.labels), steps=self.steps,
+                             batch=self.global_batch)
 
 
 @dataclass
 class Stored:
     model: Path  # model.keras or the SavedModel directory `model`
-    probe: np.ndarray
-    logits: np.ndarray
+    probe: np.ndarray | None  # None: a model saved outside the runner, until runner.job.native
+    logits: np.ndarray | None
     saved_with: dict[str, Any]
     reference: Reference | None = None  # the resume check's, if it was stored
     notes: list[str] = field(default_factory=list)
+    native: bool = False  # saved outside the runner: verified against its own format's load
 
 
-def write_stored(folder: Path, probe: np.ndarray, logits: np.ndarray,
-                 saved_with: Mapping[str, Any]) -> None:
-    np.savez_compressed(folder / PROBE, images=probe, logits=logits)
+def write_stored(folder: Path, probe: Any, logits: Any, saved_with: Mapping[str, Any]) -> None:
+    np.savez_compressed(folder / PROBE, **nested.pack("images", probe),
+                        **nested.pack("logits", logits))
     (folder / SAVED_WITH).write_text(json.dumps(saved_with, indent=2) + "\n")
 
 
@@ -95,8 +98,9 @@ def add_reference(folder: Path, ref: Reference) -> None:
     with np.load(folder / PROBE) as probe:
         arrays = dict(probe)
     tmp = folder / f".{PROBE}.{os.getpid()}.tmp.npz"
-    np.savez_compressed(tmp, **arrays, resume_images=ref.images, resume_labels=ref.labels,
-                        resumed_logits=ref.logits,
+    np.savez_compressed(tmp, **arrays, **nested.pack("resume_images", ref.images),
+                        **nested.pack("resume_labels", ref.labels),
+                        **nested.pack("resumed_logits", ref.logits),
                         resume_global_batch=np.int64(ref.global_batch),
                         resume_seed=np.int64(ref.seed))
     os.replace(tmp, folder / PROBE)
@@ -113,10 +117,15 @@ def read_stored(location: Path, trust: bool = False) -> Stored:
                             "that wrote it failed or was interrupted while saving")
     candidates = [location / SAVED_MODEL, location, location.parent]
     folder = next((c for c in candidates if (c / PROBE).is_file()), None)
+    if folder is None and native_format(location):
+        return _checked(Stored(location, None, None, native_saved_with(location), native=True),
+                        trust)
     if folder is None:
         raise FileNotFoundError(
-            f"load_from: no {PROBE} in or beside {location}: expected a runner job's output "
-            f"directory, its {SAVED_MODEL}/ folder, or the model inside that folder")
+            f"load_from: {location} is neither a runner job's model (no {PROBE} in or beside "
+            f"it: a job's output directory, its {SAVED_MODEL}/ folder, or the model inside "
+            "that folder) nor a model saved outside the runner (a .keras or .h5 file, or a "
+            "SavedModel folder with its saved_model.pb)")
     try:
         saved_with = json.loads((folder / SAVED_WITH).read_text())
         model = location if folder == location.parent else folder / saved_with["model_file"]
@@ -124,24 +133,42 @@ def read_stored(location: Path, trust: bool = False) -> Stored:
         raise ArtifactError(f"{folder / SAVED_WITH} is unreadable: "
                             f"{type(e).__name__}: {e}") from e
     try:
-        with np.load(folder / PROBE) as probe:
-            stored = Stored(model, probe["images"], probe["logits"], saved_with)
-            if "resumed_logits" in probe:
-                stored.reference = Reference(
-                    probe["resume_images"], probe["resume_labels"],
-                    int(probe["resume_global_batch"]), int(probe["resume_seed"]),
-                    probe["resumed_logits"])
+        with np.load(folder / PROBE) as npz:
+            probe = dict(npz)
+        images, logits = nested.unpack(probe, "images"), nested.unpack(probe, "logits")
+        if images is None or logits is None:
+            raise KeyError("images" if images is None else "logits")
+        stored = Stored(model, images, logits, saved_with)
+        if nested.contains(probe, "resumed_logits"):
+            stored.reference = Reference(
+                nested.unpack(probe, "resume_images"), nested.unpack(probe, "resume_labels"),
+                int(probe["resume_global_batch"]), int(probe["resume_seed"]),
+                nested.unpack(probe, "resumed_logits"))
     except (OSError, ValueError, KeyError, zipfile.BadZipFile) as e:
         raise ArtifactError(f"{folder / PROBE} is unreadable: "
                             f"{type(e).__name__}: {e}") from e
-    check_model(model)
-    findings = scan(model)
+    return _checked(stored, trust)
+
+
+def _checked(stored: Stored, trust: bool) -> Stored:
+    """The model's files complete, and nothing in them that could run code, unless `trust`."""
+    check_model(stored.model)
+    findings = scan(stored.model)
     if findings and not trust:
-        raise refusal(findings, model)
+        raise refusal(findings, stored.model)
     if findings:
         stored.notes.append(f"{TRUST_KEY}=true: loaded although it carries what could run code: "
                             + "; ".join(map(str, findings)))
     return stored
+
+
+def native_saved_with(location: Path) -> dict[str, Any]:
+    """What a model saved outside the runner says about itself: its file and format, and the
+    Keras generation that wrote it where its files tell. No train-side choices: none were made
+    by the runner."""
+    return {"reference": "native", "model": location.name, "model_file": location.name,
+            "format": native_format(location), "keras": written_by(location),
+            "strategy": None, "save_api": None}
 
 
 def check_model(path: Path) -> None:
@@ -178,13 +205,24 @@ def check_model(path: Path) -> None:
             raise ArtifactError(f"{path} is a damaged .keras archive: {bad} fails its CRC check")
 
 
-def saved_with(cfg: Config, path: Path, result: Result, model: tf.keras.Model) -> dict[str, Any]:
+def saved_with(cfg: Config, path: Path, result: Result, model: tf.keras.Model,
+               compiled: bool = False, input_shape: Any = None) -> dict[str, Any]:
     """What produced the model: a later `load_from` job reports these as its train side."""
+    from omegaconf import OmegaConf
+
+    if targets.is_target(cfg.model):  # the user's: its target and arguments, as configured
+        options = OmegaConf.to_container(cfg.model, resolve=True)
+    else:
+        options = {"name": cfg.model.name, "batchnorm": cfg.model.batchnorm,
+                   "dropout": cfg.model.dropout}
     return {
         **{group: cfg[group].name for group in results.TRAIN_SIDE},
-        # What load_api=checkpoint/weights build afresh to restore into.
-        "model_options": {"name": cfg.model.name, "batchnorm": cfg.model.batchnorm,
-                          "dropout": cfg.model.dropout},
+        # What load_api=checkpoint/weights build afresh to restore into, and compile it with.
+        "model_options": options,
+        "compile": "model" if compiled else OmegaConf.to_container(
+            OmegaConf.masked_copy(cfg.train, ["optimizer", "loss", "metrics"]), resolve=True),
+        "input_shape": None if input_shape is None else [
+            None if d is None else int(d) for d in input_shape],
         "save_api_options": {"in_scope": cfg.save_api.in_scope,
                              "variable_policy": cfg.save_api.variable_policy},
         "data": cfg.data.name,
@@ -217,6 +255,18 @@ def stored_model(cfg: Config, out: Path, result: Result) -> Stored:
     result["saved_with"] = stored.saved_with
     result["artifact"] = str(stored.model)
     result["artifact_bytes"] = artifact_bytes(stored.model)
+    if stored.native:
+        result["reference"] = "native"
+        if targets.is_target(cfg.model):  # what load_api=checkpoint/weights rebuild
+            from omegaconf import OmegaConf
+
+            stored.saved_with["model_options"] = OmegaConf.to_container(cfg.model, resolve=True)
+        result["notes"].append(
+            f"load_from: a model saved outside the runner ({stored.saved_with['format']}, "
+            f"written by keras={stored.saved_with['keras'] or 'unknown'}): verified against "
+            "itself loaded with its format's own API outside any strategy, on "
+            f"data={cfg.data.name}")
+        return stored
     result["notes"].append(
         f"load_from: strategy, save_api, model and keras are the loaded model's (its "
         f"{SAVED_WITH}: trained on data={stored.saved_with.get('data')}); "

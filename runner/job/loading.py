@@ -16,8 +16,10 @@ from typing import TYPE_CHECKING, Any
 
 import tensorflow as tf
 
-from runner.core import apis
-from runner.job import models, runtime, verify
+from runner.core import apis, targets
+from runner.core.files import SAVED_WITH
+from runner.core.trust import TRUST_KEY
+from runner.job import models, nested, runtime, verify
 from runner.job.artifact import ArtifactError
 
 if TYPE_CHECKING:
@@ -37,26 +39,40 @@ class Loaded:
     new_optimizer: bool = False  # a new model compiled around what was loaded (hub, tfsm_layer)
 
 
-# Each takes (path, io_device, the load_api group's options, the model's saved_with.json) and
-# `trust`: load.trust, for Keras' own safe_mode.
-Loader = Callable[..., Loaded]
+@dataclass
+class Request:
+    """What a load API is called with: the model's path and what the job's config and the
+    model's saved_with.json say about loading it."""
+
+    path: Path
+    io_device: str | None
+    options: Any  # the load_api group (hub, tfsm_layer: its optimizer)
+    saved_with: Mapping[str, Any]
+    trust: bool = False  # load.trust, for Keras' own safe_mode too
+    model: Any = None  # the job's model group: whose `_target_` may be rebuilt, unless trust
+    train: Any = None  # the job's train group: the compile of a model built around a layer
+    custom_objects: dict[str, Any] = field(default_factory=dict)  # for load_model
+    example: Any = None  # a batch of the model's inputs, to create a rebuilt model's variables
+
+
+Loader = Callable[[Request], Loaded]
 LOADERS: dict[str, Loader] = {}
 loader = apis.registrar(LOADERS)  # @loader("keras"): the function of load_api=keras
 
 
 @loader("keras")
-def load_keras(path: Path, io_device: str | None, options: Any,
-               saved_with: Mapping[str, Any], trust: bool = False) -> Loaded:
+def load_keras(request: Request) -> Loaded:
     """tf.keras.models.load_model: a compiled Keras model, trainable as it is."""
+    path, io_device = request.path, request.io_device
     # safe_mode (both generations, .keras files): no Python lambda is deserialized unless
     # load.trust; runner.job.scan refused what else could run code before this.
+    kwargs = {"safe_mode": not request.trust, "custom_objects": request.custom_objects or None}
     if io_device is not None and runtime.keras_generation() == "tf_keras":
-        model = tf.keras.models.load_model(str(path), options=_load_options(io_device),
-                                           safe_mode=not trust)
+        model = tf.keras.models.load_model(str(path), options=_load_options(io_device), **kwargs)
         notes = [] if path.is_dir() else ["io_device: tf_keras uses LoadOptions for SavedModel "
                                           "directories only, not for .keras files"]
     else:
-        model = tf.keras.models.load_model(str(path), safe_mode=not trust)
+        model = tf.keras.models.load_model(str(path), **kwargs)
         notes = _not_applied(io_device, "io_device", "Keras 3 load_model takes no LoadOptions")
     if not isinstance(model, tf.keras.Model):
         # tf_keras falls back to a plain restored object when the SavedModel has no Keras metadata.
@@ -65,49 +81,65 @@ def load_keras(path: Path, io_device: str | None, options: Any,
 
 
 @loader("saved_model")
-def load_saved_model(path: Path, io_device: str | None, options: Any,
-                     saved_with: Mapping[str, Any], trust: bool = False) -> Loaded:
+def load_saved_model(request: Request) -> Loaded:
     """tf.saved_model.load + signatures['serving_default']: inference only."""
-    loaded = tf.saved_model.load(str(path), options=_load_options(io_device))
+    loaded = tf.saved_model.load(str(request.path), options=_load_options(request.io_device))
     serve = loaded.signatures[SERVING_KEY]
-    return Loaded(predict=lambda x: single_output(serve(x)), keep_alive=loaded)
+    return Loaded(predict=lambda x: single_output(call_signature(serve, x)), keep_alive=loaded)
+
+
+def call_signature(serve: Any, inputs: Any) -> Any:
+    """A serving signature takes its inputs by name. Several inputs: by their own names where
+    the signature kept them, else in tf.nest's order onto the names tf.saved_model.save made
+    up (`inputs`, `inputs_1`, ...: measured, Keras 3's functional model of a dict of inputs)."""
+    if nested.is_single(inputs):
+        return serve(inputs)
+    names = list(serve.structured_input_signature[1])
+    if isinstance(inputs, Mapping) and set(inputs) == set(names):
+        return serve(**inputs)
+    flat = tf.nest.flatten(inputs)
+    if len(flat) != len(names):
+        raise TypeError(f"the serving signature takes {len(names)} inputs ({', '.join(names)}); "
+                        f"the probe has {len(flat)}")
+    ordered = sorted(names, key=lambda n: (n.rstrip("0123456789").rstrip("_"),
+                                           int(n[len(n.rstrip("0123456789")):] or 0)))
+    return serve(**dict(zip(ordered, flat, strict=True)))
 
 
 @loader("hub")
-def load_hub(path: Path, io_device: str | None, options: Any,
-             saved_with: Mapping[str, Any], trust: bool = False) -> Loaded:
+def load_hub(request: Request) -> Loaded:
     """hub.KerasLayer(tf.saved_model.load(dir), trainable=True) in a new model, as the seed does."""
     import tensorflow_hub as hub
 
-    loaded = tf.saved_model.load(str(path), options=_load_options(io_device))
-    inputs = tf.keras.layers.Input(shape=models.INPUT_SHAPE, name="input_x")
+    loaded = tf.saved_model.load(str(request.path), options=_load_options(request.io_device))
+    inputs = tf.keras.layers.Input(shape=input_shape(request.saved_with), name="input_x")
     outputs = hub.KerasLayer(loaded, trainable=True)(inputs)
     model = tf.keras.Model(inputs, outputs)
-    models.compile_model(model, options.optimizer)
+    models.compile_model(model, request.train, optimizer=request.options.optimizer)
     return Loaded(predict=models.predictor(model), model=model, keep_alive=loaded,
                   new_optimizer=True)
 
 
 @loader("tfsm_layer")
-def load_tfsm_layer(path: Path, io_device: str | None, options: Any,
-                    saved_with: Mapping[str, Any], trust: bool = False) -> Loaded:
+def load_tfsm_layer(request: Request) -> Loaded:
     """keras.layers.TFSMLayer(dir, trainable=True) in a new model: Keras 3's hub.KerasLayer."""
-    layer = tf.keras.layers.TFSMLayer(str(path), call_endpoint=SERVING_KEY, trainable=True)
-    inputs = tf.keras.layers.Input(shape=models.INPUT_SHAPE)
+    layer = tf.keras.layers.TFSMLayer(str(request.path), call_endpoint=SERVING_KEY,
+                                      trainable=True)
+    inputs = tf.keras.layers.Input(shape=input_shape(request.saved_with))
     model = tf.keras.Model(inputs, single_output(layer(inputs)))
-    models.compile_model(model, options.optimizer)
-    notes = _not_applied(io_device, "io_device", "TFSMLayer takes no LoadOptions")
+    models.compile_model(model, request.train, optimizer=request.options.optimizer)
+    notes = _not_applied(request.io_device, "io_device", "TFSMLayer takes no LoadOptions")
     return Loaded(predict=models.predictor(model), model=model, notes=notes, new_optimizer=True)
 
 
 @loader("checkpoint")
-def load_checkpoint(path: Path, io_device: str | None, options: Any,
-                    saved_with: Mapping[str, Any], trust: bool = False) -> Loaded:
+def load_checkpoint(request: Request) -> Loaded:
     """The same model built afresh (saved_with.json says which) and compiled, its variables and
     its optimizer's slots created, then tf.train.Checkpoint.restore. assert_consumed: every
     value in the checkpoint was used and every variable restored, or TensorFlow's list of those
     that were not."""
-    model = fresh_model(saved_with)
+    path, io_device = request.path, request.io_device
+    model = fresh_model(request)
     checkpoint = tf.train.Checkpoint(model=model, optimizer=model.optimizer)
     prefix = tf.train.latest_checkpoint(str(path)) if path.is_dir() else str(path)
     if prefix is None:
@@ -150,11 +182,11 @@ class CheckpointIncomplete(AssertionError):
 
 
 @loader("weights")
-def load_weights(path: Path, io_device: str | None, options: Any,
-                 saved_with: Mapping[str, Any], trust: bool = False) -> Loaded:
+def load_weights(request: Request) -> Loaded:
     """The same model built afresh and compiled, then Model.load_weights: a `.weights.h5`
     file, or a TensorFlow checkpoint folder (tf_keras' default save_weights format)."""
-    model = fresh_model(saved_with)
+    path, io_device = request.path, request.io_device
+    model = fresh_model(request)
     if path.is_dir():
         status = model.load_weights(tf.train.latest_checkpoint(str(path)) or str(path / "weights"))
         # tf_keras restores a TensorFlow checkpoint by matching object graphs, silently skipping
@@ -169,30 +201,125 @@ def load_weights(path: Path, io_device: str | None, options: Any,
                                                              "LoadOptions"))
 
 
-def fresh_model(saved_with: Mapping[str, Any]) -> tf.keras.Model:
+def fresh_model(request: Request) -> tf.keras.Model:
     """The model saved_with.json describes, built and compiled as the train side did, with every
-    variable (its optimizer's slots included) created, ready to be restored into."""
-    model = models.build_from(saved_with.get("model_options") or {"name": saved_with["model"]})
-    models.compile_model(model)
-    models.build_variables(model)
+    variable (its optimizer's slots included) created, ready to be restored into. A target of
+    the user's is called only where the job's own config names it, or load.trust: a model
+    file's saved_with.json is not to choose what code runs here."""
+    saved_with = request.saved_with
+    options = saved_with.get("model_options") or {"name": saved_with["model"]}
+    compile_spec = saved_with.get("compile") or models.SEED_COMPILE
+    own = [getattr(request.model, "get", lambda *_: None)(targets.TARGET)]
+    own += [node.get(targets.TARGET) for node in _target_nodes(request.train)]
+    foreign = [t for t in [options.get(targets.TARGET),
+                           *(node.get(targets.TARGET) for node in _target_nodes(compile_spec))]
+               if t and targets.root(t) not in targets.LIBRARY_ROOTS and t not in own]
+    if foreign and not request.trust:
+        raise ArtifactError(
+            f"rebuilding this model calls {', '.join(foreign)} ({SAVED_WITH} names it): the "
+            "runner calls only what your config names. Choose the model that builds it "
+            f"(model=YOUR_OPTION, or model=custom model._target_={foreign[0]}), or set "
+            f"{TRUST_KEY}=true if you trust where the model came from.")
+    model = models.build_from(options)
+    if compile_spec != COMPILED_BY_MODEL and not models.is_compiled(model):
+        models.compile_model(model, compile_spec)
+    models.build_variables(model, request.example)
     return model
+
+
+# saved_with.json's `compile` when the user's builder compiled the model itself.
+COMPILED_BY_MODEL = "model"
+
+
+def _target_nodes(node: Any) -> list[Any]:
+    """The `_target_` configs in a train group or compile spec (optimizer, loss, metrics)."""
+    if node is None or isinstance(node, str):
+        return []
+    found = []
+    for key in ("optimizer", "loss", "metrics"):
+        value = node.get(key)
+        for item in (value if key == "metrics" and not isinstance(value, (str, type(None)))
+                     else [value]):
+            if hasattr(item, "keys") and targets.TARGET in item.keys():
+                found.append(item)
+    return found
+
+
+def input_shape(saved_with: Mapping[str, Any]) -> tuple[int | None, ...]:
+    """The shape of one example of the model's inputs (the seed's CNN's, for a model saved
+    before the runner recorded it)."""
+    shape = saved_with.get("input_shape")
+    return tuple(shape) if shape else models.INPUT_SHAPE
+
+
+def custom_objects(model: Any) -> dict[str, Any]:
+    """The modules of the job's model option imported, so that the classes they register
+    deserialize, and its `custom_objects` {name: dotted path} looked up, for load_model."""
+    import importlib
+
+    for module in targets.custom_object_modules(model):
+        importlib.import_module(module)
+    objects = model.get("custom_objects") if hasattr(model, "get") else None
+    if not hasattr(objects, "items"):
+        return {}
+    from hydra.utils import get_object
+
+    return {str(name): get_object(str(path)) for name, path in objects.items()}
 
 
 apis.check_implemented("load_api", LOADERS, __name__)
 
 
 def load(path: Path, cfg: Config, strategy: tf.distribute.Strategy | None,
-         saved_with: dict[str, Any]) -> Loaded:
+         saved_with: dict[str, Any], probe: Any = None) -> Loaded:
     """Load with the chosen API inside the load-side strategy's scope (none: no scope)."""
+    request = Request(path=path, io_device=cfg.io_device, options=cfg.load_api,
+                      saved_with=saved_with, trust=cfg.load.trust, model=cfg.model,
+                      train=cfg.train, custom_objects=custom_objects(cfg.model),
+                      example=None if probe is None else nested.head(probe, 1))
     scope = strategy.scope() if strategy is not None else contextlib.nullcontext()
-    with scope:
-        return LOADERS[cfg.load_api.name](path, cfg.io_device, cfg.load_api, saved_with,
-                                          trust=cfg.load.trust)
+    try:
+        with scope:
+            return LOADERS[cfg.load_api.name](request)
+    except Exception as e:
+        hint = unregistered_hint(path, request.custom_objects)
+        if hint and not getattr(e, "hint", None):
+            e.hint = hint  # the job records it beside the real exception
+        raise
+
+
+def unregistered_hint(path: Path, custom_objects: Mapping[str, Any]) -> str | None:
+    """Which classes of the model's Keras config this process cannot find by name, and how to
+    make them found. Keras' own message often names another class (keras-team/keras#20167:
+    'Functional could not be deserialized properly'; tf_keras: "'str' object is not
+    callable")."""
+    from runner.job.scan import custom_classes, keras_configs
+
+    try:
+        missing = [(name, module) for config in keras_configs(path)
+                   for name, module in custom_classes(config)
+                   if name not in custom_objects and name.split(">")[-1] not in custom_objects
+                   and tf.keras.utils.get_registered_object(name) is None]
+    except (OSError, ValueError):
+        return None
+    if not missing:
+        return None
+    missing = list(dict.fromkeys(missing))
+    name, module = missing[0]
+    short = name.split(">")[-1]
+    where = f" (module {module})" if module else ""
+    modules = ", ".join(sorted({m for _, m in missing if m})) or "MODULE"
+    return (f"{', '.join(n for n, _ in missing)}{where}: not a Keras class this process can "
+            "find by name. Register it (@tf.keras.utils.register_keras_serializable()) and "
+            f"import its module before loading: model.custom_objects=[{modules}] "
+            "(or the model option that builds it); or name it: "
+            f"model.custom_objects={{{short}: {module or 'MODULE'}.{short}}}")
 
 
 def single_output(outputs: Any) -> Any:
-    """A signature returns {name: tensor}; the name differs by generation (output_0, dense_1...)."""
-    if isinstance(outputs, dict):
+    """A signature returns {name: tensor}; the name differs by generation (output_0, dense_1...).
+    Several outputs stay a dict: compared output by output, in the order of their names."""
+    if isinstance(outputs, dict) and len(outputs) == 1:
         (value,) = outputs.values()
         return value
     return outputs

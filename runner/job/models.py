@@ -1,12 +1,15 @@
-"""The seed's CNN in three forms: Sequential, functional, and a Model subclass; optionally with
-stateful layers (BatchNormalization, whose moving statistics are sync-on-read variables under a
-multi-replica strategy, and Dropout, which draws random numbers while training)."""
+"""The models: the seed's CNN in three forms (Sequential, functional, a Model subclass; optionally
+with stateful layers: BatchNormalization, whose moving statistics are sync-on-read variables
+under a multi-replica strategy, and Dropout, which draws random numbers while training), or the
+user's own (`model._target_`); and their compile."""
 
 from __future__ import annotations
 
 from typing import Any
 
 import tensorflow as tf
+
+from runner.core import targets
 
 INPUT_SHAPE = (28, 28, 1)
 
@@ -26,29 +29,89 @@ def build(name: str, batchnorm: bool = False, dropout: float = 0.0) -> tf.keras.
 
 
 def build_from(options: Any) -> tf.keras.Model:
-    """build() from a `model` config group or the dict saved_with.json keeps of it."""
+    """The model of a `model` config group, or of the dict saved_with.json keeps of it: the
+    built-in CNN by name, or the user's `_target_` (runner.core.targets)."""
+    if targets.is_target(options) or (hasattr(options, "keys") and "_target_" in options.keys()):
+        return build_target(options)
     get = options.get
     return build(get("name"), bool(get("batchnorm", False)), float(get("dropout", 0.0) or 0.0))
 
 
-def build_variables(model: tf.keras.Model) -> None:
+def build_target(options: Any) -> tf.keras.Model:
+    """The user's model: `_target_` called with the keys beside it (a `_partial_` one is then
+    called with none)."""
+    from hydra.utils import instantiate  # the job process only: Hydra's own instantiate
+
+    arguments = targets.arguments(_container(options), "model")
+    model = instantiate(arguments)
+    if not isinstance(model, tf.keras.Model) and callable(model):
+        model = model()
+    if not isinstance(model, tf.keras.Model):
+        raise TypeError(f"model._target_={arguments['_target_']} returned a "
+                        f"{type(model).__name__}, not a tf.keras.Model (of this process's Keras: "
+                        f"{tf.keras.__name__}); build it with tf.keras so that both keras=v3 and "
+                        "keras=legacy use it")
+    return model
+
+
+def is_compiled(model: tf.keras.Model) -> bool:
+    """Whether the builder compiled it (Keras 3: `compiled`; tf_keras: `_is_compiled`)."""
+    return bool(getattr(model, "compiled", getattr(model, "_is_compiled", False)))
+
+
+def build_variables(model: tf.keras.Model, example: Any = None) -> None:
     """Create the model's and its optimizer's variables now (a subclassed model has none until
     called, an optimizer's slots none until its first step), so that a restore can match them
-    all at once."""
-    model(tf.zeros((1, *INPUT_SHAPE)), training=False)
+    all at once. `example`: a batch of the model's inputs (default: one of the CNN's)."""
+    model(tf.zeros((1, *INPUT_SHAPE)) if example is None else example, training=False)
     model.optimizer.build(model.trainable_variables)
 
 
-def compile_model(model: tf.keras.Model, optimizer: str = "adam",
+def compile_model(model: tf.keras.Model, train: Any = None, optimizer: str | None = None,
                   jit_compile: bool = False) -> None:
-    """The seed's compile: logits, sparse labels, Adam. jit_compile=True forces XLA; otherwise
-    each Keras keeps its own default (Keras 3: XLA where there is a GPU)."""
+    """Compile with train.optimizer, .loss, .metrics (by default the seed's: Adam, logits and
+    sparse labels, accuracy); `optimizer` overrides train.optimizer. jit_compile=True forces
+    XLA; otherwise each Keras keeps its own default (Keras 3: XLA where there is a GPU)."""
+    spec = _container(train) if train is not None else SEED_COMPILE
     model.compile(
-        loss=tf.keras.losses.SparseCategoricalCrossentropy(from_logits=True),
-        optimizer=tf.keras.optimizers.get(optimizer),
-        metrics=[tf.keras.metrics.SparseCategoricalAccuracy()],
+        optimizer=_object(optimizer or spec.get("optimizer", "adam"), tf.keras.optimizers.get),
+        loss=_object(spec.get("loss", SEED_COMPILE["loss"]), tf.keras.losses.get),
+        metrics=[_object(m, tf.keras.metrics.get) if isinstance(m, dict) else m
+                 for m in spec.get("metrics", SEED_COMPILE["metrics"])],
         **({"jit_compile": True} if jit_compile else {}),
     )
+
+
+# The seed's compile, as train.optimizer/loss/metrics write it (conf/config.yaml).
+SEED_COMPILE: dict[str, Any] = {
+    "optimizer": "adam",
+    "loss": {"_target_": "tensorflow.keras.losses.SparseCategoricalCrossentropy",
+             "from_logits": True},
+    "metrics": [{"_target_": "tensorflow.keras.metrics.SparseCategoricalAccuracy"}],
+}
+
+
+def compile_spec(train: Any) -> dict[str, Any]:
+    """train.optimizer/loss/metrics as plain data (saved_with.json keeps it)."""
+    spec = _container(train)
+    return {key: spec.get(key, SEED_COMPILE[key]) for key in SEED_COMPILE}
+
+
+def _object(spec: Any, by_name: Any) -> Any:
+    """A Keras name through Keras' own lookup, or a `_target_` config instantiated."""
+    if isinstance(spec, dict):
+        from hydra.utils import instantiate
+
+        return instantiate(spec)
+    return by_name(spec)
+
+
+def _container(node: Any) -> dict[str, Any]:
+    if isinstance(node, dict):
+        return node
+    from omegaconf import OmegaConf
+
+    return OmegaConf.to_container(node, resolve=True)
 
 
 def _layers(batchnorm: bool = False, dropout: float = 0.0) -> list[tf.keras.layers.Layer]:

@@ -9,7 +9,6 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
-import numpy as np
 import tensorflow as tf
 
 from runner.core.files import SAVED_MODEL
@@ -21,7 +20,7 @@ from runner.tracking.handover import log_keras_model
 def log_model_of(job: Path) -> int:
     stored = read_stored(job / SAVED_MODEL)
     model = tf.keras.models.load_model(str(stored.model), safe_mode=True)
-    logged = log_keras_model(model, stored.probe, np.asarray(stored.logits),
+    logged = log_keras_model(model, stored.probe, stored.logits,
                              stored.saved_with.get("versions") or {})
     if not logged.get("logged"):
         print(logged.get("error"), file=sys.stderr)

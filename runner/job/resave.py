@@ -12,7 +12,7 @@ import numpy as np
 import tensorflow as tf
 
 from runner.core.text import first_line
-from runner.job import verify
+from runner.job import nested
 from runner.job.loading import Loaded, load
 from runner.job.saving import save
 
@@ -28,10 +28,10 @@ def resave(loaded: Loaded, save_api: str, cfg: Config, strategy: tf.distribute.S
     try:
         subject = loaded.model if loaded.model is not None else loaded.keep_alive
         path, _ = save(save_api, subject, target, cfg.io_device, cfg.save_api.variable_policy)
-        again = load(path, cfg, strategy, saved_with)
-        before = np.asarray(loaded.predict(tf.constant(probe)))
-        return {"max_abs_diff": verify.max_abs_diff(
-            np.asarray(again.predict(tf.constant(probe))), before)}
+        again = load(path, cfg, strategy, saved_with, probe)
+        before = nested.to_numpy(loaded.predict(nested.constant(probe)))
+        return {"max_abs_diff": nested.max_abs_diff(
+            nested.to_numpy(again.predict(nested.constant(probe))), before)}
     except Exception as e:  # noqa: BLE001 - data: which API cannot save what it loaded
         return {"max_abs_diff": None, "error": f"{type(e).__name__}: {first_line(e)}"}
     finally:

@@ -18,9 +18,9 @@ import tensorflow as tf
 
 from runner.core.result import Result, Resume
 from runner.core.resume import DRIFTED, ERROR, EXACT, INFERENCE_ONLY, NOT_APPLICABLE, explain
+from runner.job import nested
 from runner.job.artifact import Reference, Stored
 from runner.job.loading import Loaded
-from runner.job.verify import max_abs_diff
 
 if TYPE_CHECKING:
     from runner.core.schema import Config
@@ -38,7 +38,7 @@ def resume_batches(ordered: tf.data.Dataset, steps: int, global_batch: int,
                    ) -> tuple[np.ndarray, np.ndarray]:
     """The first steps x global_batch examples of the unshuffled training split."""
     images, labels = next(iter(ordered.take(steps * global_batch).batch(steps * global_batch)))
-    return images.numpy(), labels.numpy()
+    return nested.to_numpy(images), nested.to_numpy(labels)
 
 
 def take_steps(model: tf.keras.Model, images: np.ndarray, labels: np.ndarray,
@@ -55,7 +55,7 @@ def reference(model: tf.keras.Model, ordered: tf.data.Dataset, probe: np.ndarray
     """The train side's part: continue the in-memory original and note where it gets to."""
     images, labels = resume_batches(ordered, steps, global_batch)
     take_steps(model, images, labels, global_batch, seed)
-    logits = model(tf.constant(probe), training=False).numpy()
+    logits = nested.to_numpy(model(nested.constant(probe), training=False))
     return Reference(images, labels, global_batch, seed, logits)
 
 
@@ -77,7 +77,7 @@ def resume(model: tf.keras.Model | None, predict: Callable[[Any], Any], ref: Ref
         message = " ".join(str(e).split())[:300]
         return {"outcome": ERROR, "max_abs_diff": None, "error": f"{type(e).__name__}: {message}",
                 **found, "seconds": round(time.perf_counter() - start, 4)}
-    diff = max_abs_diff(np.asarray(predict(tf.constant(probe))), ref.logits)
+    diff = nested.max_abs_diff(nested.to_numpy(predict(nested.constant(probe))), ref.logits)
     return {"outcome": EXACT if diff <= tolerance else DRIFTED, "max_abs_diff": diff, **found,
             "seconds": round(time.perf_counter() - start, 4)}
 

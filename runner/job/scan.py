@@ -37,6 +37,88 @@ def scan(path: Path) -> list[Finding]:
     return findings
 
 
+def keras_configs(path: Path) -> Iterator[object]:
+    """The Keras model configs the model at `path` keeps (.keras config.json, an .h5 file's
+    model_config, a tf_keras SavedModel's keras_metadata.pb)."""
+    files = [path] if path.is_file() else sorted(p for p in path.rglob("keras_metadata.pb"))
+    for file in files:
+        if file.suffix == ".keras" and zipfile.is_zipfile(file):
+            with zipfile.ZipFile(file) as archive:
+                if "config.json" in archive.namelist():
+                    yield json.loads(archive.read("config.json"))
+        elif file.name == "keras_metadata.pb":
+            yield from _json_in_protobuf(file.read_bytes())
+        elif is_hdf5(file):
+            import h5py
+
+            with h5py.File(file, "r") as h5:
+                raw = h5.attrs.get("model_config")
+                if raw is not None:
+                    yield json.loads(raw.decode() if isinstance(raw, bytes) else str(raw))
+
+
+# The packages whose classes Keras finds without registration.
+KERAS_PACKAGES = ("keras", "tf_keras")
+
+
+def custom_classes(config: object) -> list[tuple[str, str | None]]:
+    """The classes of a Keras config that are no Keras class: (the name load_model looks up,
+    their module where the config says)."""
+    found: list[tuple[str, str | None]] = []
+
+    def walk(node: object) -> None:
+        if isinstance(node, dict):
+            name, module = node.get("class_name"), node.get("module")
+            registered = node.get("registered_name")
+            custom = (isinstance(module, str) and module.split(".")[0] not in KERAS_PACKAGES
+                      or isinstance(registered, str) and ">" in registered
+                      or isinstance(name, str) and ">" in name)
+            if isinstance(name, str) and custom:
+                key = (registered if isinstance(registered, str) else name, module)
+                if key not in found:
+                    found.append(key)
+            for value in node.values():
+                walk(value)
+        elif isinstance(node, list):
+            for value in node:
+                walk(value)
+
+    walk(config)
+    return found
+
+
+def native_format(location: Path) -> str | None:
+    """The format of a model saved outside the runner: "keras", "h5" or "saved_model"."""
+    if location.is_file() and location.suffix in (".keras", ".h5"):
+        return location.suffix[1:]
+    if location.is_dir() and any((location / n).is_file()
+                                 for n in ("saved_model.pb", "saved_model.pbtxt")):
+        return "saved_model"
+    return None
+
+
+def written_by(path: Path) -> str | None:
+    """The Keras generation that wrote a model saved outside the runner, from its own files:
+    "v3" (Keras 3) or "legacy" (tf_keras); None where they do not say (a SavedModel written by
+    tf.saved_model.save or Keras 3's export)."""
+    version: str | None = None
+    if path.is_file() and path.suffix == ".keras" and zipfile.is_zipfile(path):
+        with zipfile.ZipFile(path) as archive:
+            if "metadata.json" in archive.namelist():
+                version = json.loads(archive.read("metadata.json")).get("keras_version")
+    elif path.is_file() and is_hdf5(path):
+        import h5py
+
+        with h5py.File(path, "r") as h5:
+            raw = h5.attrs.get("keras_version")
+            version = raw.decode() if isinstance(raw, bytes) else raw
+    elif path.is_dir() and (path / "keras_metadata.pb").is_file():
+        return "legacy"  # only tf_keras' Model.save writes Keras metadata into a SavedModel
+    if not isinstance(version, str) or not version[:1].isdigit():
+        return None
+    return "v3" if int(version.split(".")[0]) >= 3 else "legacy"
+
+
 def is_hdf5(file: Path) -> bool:
     with open(file, "rb") as f:
         return f.read(8) == HDF5_SIGNATURE

@@ -20,10 +20,11 @@ from runner.core.constraints import check_sizes
 from runner.core.files import SAVED_MODEL
 from runner.core.result import Result, write
 from runner.core.resume import DRIFTED, ERROR
-from runner.job import artifact, models, resume, runtime, verify
+from runner.job import artifact, models, native, nested, resume, runtime, verify
 from runner.job import data as datasets
-from runner.job.accuracy import accuracy
+from runner.job.accuracy import accuracy, compiled_metrics
 from runner.job.artifact import Stored
+from runner.job.data import Data
 from runner.job.loading import Loaded, load
 from runner.job.resave import resave
 from runner.job.saving import save, save_before_fit
@@ -69,18 +70,23 @@ def train_side(cfg: Config, out: Path, result: Result, phase: Phase) -> None:
         result["data_sizes"] = {"train": {"train": data.n_train, "test": data.n_test}}
         check_sizes(cfg, data.n_train, data.n_test)  # preflight could not, for some data
     with phase("train"):
-        model = build_model(cfg, strategy)
-        if cfg.model.save_before_fit:
+        model, compiled = build_model(cfg, strategy)
+        if compiled:
+            result["notes"].append(
+                "the model came back compiled from model._target_: its own optimizer, loss and "
+                "metrics are used (train.optimizer, .loss, .metrics are not)")
+        if cfg.model.get("save_before_fit", False):
             result["caveat"] = save_before_fit(model, cfg.save_api.name, out)
         with timed(result, "train_s"):
             result["history"]["train"] = train(model, data.train, cfg.train.epochs, cfg,
                                                "train")
         result["throughput"]["train_examples_per_s"] = _rate(
             data.n_train * cfg.train.epochs, result["timings"]["train_s"])
-        if cfg.model.save_before_fit:
+        if cfg.model.get("save_before_fit", False):
             result["caveat"]["traced_after_fit"] = models.has_traced_call(model)
         result["accuracy"]["after_train"] = accuracy(models.predictor(model), data.test)
-        saved_logits = model(data.probe, training=False).numpy()
+        own_metrics(result, "after_train", model, data)
+        saved_logits = nested.to_numpy(model(nested.constant(data.probe), training=False))
         result["optimizer"]["saved"] = verify.optimizer_state(model)
         result["random_layers"] = verify.random_layers(model)
     with artifact.staged(out) as staging, phase("save"):
@@ -93,7 +99,9 @@ def train_side(cfg: Config, out: Path, result: Result, phase: Phase) -> None:
             result["pinned_devices"] = verify.pinned_devices(staging / path.name)
         path = out / SAVED_MODEL / path.name  # where it is once complete
         artifact.write_stored(staging, data.probe, saved_logits,
-                              artifact.saved_with(cfg, path, result, model))
+                              artifact.saved_with(cfg, path, result, model, compiled,
+                                                  data.probe.shape[1:] if nested.is_single(
+                                                      data.probe) else None))
         saved_bytes = artifact.artifact_bytes(staging / path.name)
         result["notes"] += notes
     # Only now is it there: a save that failed names no artifact.
@@ -115,7 +123,9 @@ def train_side(cfg: Config, out: Path, result: Result, phase: Phase) -> None:
 
 
 def load_side(cfg: Config, out: Path, result: Result, phase: Phase) -> None:
-    """Load what the train side (or `load_from`) saved, verify it, keep training or serving it."""
+    """Load what the train side (or `load_from`) saved, verify it, keep training or serving it.
+    A model saved outside the runner gets its reference first (runner.job.native), from the
+    job's data."""
     with phase("load"):
         stored = artifact.stored_model(cfg, out, result)
         result["notes"] += stored.notes
@@ -123,25 +133,30 @@ def load_side(cfg: Config, out: Path, result: Result, phase: Phase) -> None:
         result["replicas"]["load"] = runtime.replicas(load_strategy)
         record_cluster(load_strategy, result)
         result["load_keras_module"] = runtime.keras_generation()
+    global_batch = cfg.train.batch_size_per_replica * runtime.replicas(load_strategy)
+    if stored.native:
+        data = _load_data(cfg, global_batch, result, phase)
+        with phase("reference"):
+            result["notes"] += native.reference(stored, data, cfg, global_batch)
+    with phase("load"):
         with timed(result, "load_s"):
-            loaded = load(stored.model, cfg, load_strategy, stored.saved_with)
+            loaded = load(stored.model, cfg, load_strategy, stored.saved_with, stored.probe)
         result["notes"] += loaded.notes
         record_loaded(loaded, stored, load_strategy, result)
-    with phase("data"):
-        data = datasets.load(
-            cfg, cfg.train.batch_size_per_replica * runtime.replicas(load_strategy))
-        result.setdefault("data_sizes", {})["load"] = {"train": data.n_train, "test": data.n_test}
-        check_sizes(cfg, data.n_train, data.n_test)
+    if not stored.native:
+        data = _load_data(cfg, global_batch, result, phase)
     with phase("verify"):
         result["max_abs_diff"] = verify.verify_logits(loaded.predict, stored.probe,
                                                       stored.logits, cfg.verify.tolerance)
         result["accuracy"]["after_load"] = accuracy(loaded.predict, data.test)
+        own_metrics(result, "after_load", loaded.model, data)
     with phase("continue"):  # the resume steps are the first steps of continuing
         result["resume"] = resume.check_resume(loaded, stored, cfg, result)
         if result["resume"]["outcome"] == ERROR:
             # A failed step can leave the model and its optimizer half-built: continue from a
             # fresh load, so that continuing meets what it would have met without the check.
-            loaded = load(stored.model, cfg, load_strategy, stored.saved_with)
+            loaded = load(stored.model, cfg, load_strategy, stored.saved_with,
+                          stored.probe)
             result["notes"].append("resume check failed: the model was loaded again before "
                                    "continuing")
     if (result["resume"]["outcome"] in (DRIFTED, ERROR)
@@ -153,6 +168,8 @@ def load_side(cfg: Config, out: Path, result: Result, phase: Phase) -> None:
         with timed(result, "continue_s"):
             result["accuracy"]["after_continue"] = keep_going(
                 loaded, data, load_strategy, cfg, result)
+        if cfg.continue_epochs:
+            own_metrics(result, "after_continue", loaded.model, data)
         examples = data.n_train * cfg.continue_epochs if loaded.model is not None else data.n_test
         result["throughput"]["continue_examples_per_s"] = _rate(
             examples, result["timings"]["continue_s"])
@@ -160,6 +177,14 @@ def load_side(cfg: Config, out: Path, result: Result, phase: Phase) -> None:
         with phase("resave"):
             result["resave"] = resave(loaded, result["save_api"], cfg, load_strategy,
                                       stored.probe, stored.saved_with)
+
+
+def _load_data(cfg: Config, global_batch: int, result: Result, phase: Phase) -> datasets.Data:
+    with phase("data"):
+        data = datasets.load(cfg, global_batch)
+        result.setdefault("data_sizes", {})["load"] = {"train": data.n_train, "test": data.n_test}
+        check_sizes(cfg, data.n_train, data.n_test)
+    return data
 
 
 def record_cluster(strategy: tf.distribute.Strategy | None, result: Result) -> None:
@@ -195,6 +220,15 @@ def fresh_keras_session() -> None:
     """Reset Keras' global state (layer names, legacy graph) before loading, as a new process."""
     tf.keras.backend.clear_session()
     gc.collect()
+
+
+def own_metrics(result: Result, when: str, model: tf.keras.Model | None, data: Data) -> None:
+    """Where the argmax accuracy does not fit the model's outputs (several outputs, a
+    regression): its own compiled loss and metrics, in result["metrics"][when]."""
+    if result["accuracy"][when] is None and model is not None:
+        found = compiled_metrics(model, data.test)
+        if found is not None:
+            result.setdefault("metrics", {})[when] = found
 
 
 def _rate(examples: int, seconds: float) -> float | None:

@@ -18,12 +18,16 @@ if TYPE_CHECKING:
     from runner.core.schema import Config
 
 
-def build_model(cfg: Config, strategy: tf.distribute.Strategy) -> tf.keras.Model:
-    """Build and compile inside the training strategy's scope, as the seed's get_model does."""
+def build_model(cfg: Config, strategy: tf.distribute.Strategy) -> tuple[tf.keras.Model, bool]:
+    """Build and compile inside the training strategy's scope, as the seed's get_model does: the
+    built-in CNN or the user's `model._target_`. A model its builder compiled keeps its own
+    compile. Returns the model and whether the builder had compiled it."""
     with strategy.scope():
-        model = models.build(cfg.model.name, cfg.model.batchnorm, cfg.model.dropout)
-        models.compile_model(model, jit_compile=cfg.speed.jit_compile)
-    return model
+        model = models.build_from(cfg.model)
+        compiled = models.is_compiled(model)
+        if not compiled:
+            models.compile_model(model, cfg.train, jit_compile=cfg.speed.jit_compile)
+    return model, compiled
 
 
 def train(model: tf.keras.Model, dataset: tf.data.Dataset, epochs: int, cfg: Config,

@@ -10,9 +10,9 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import tensorflow as tf
 
+from runner.job import nested
 from runner.job.scan import functions_called
 
 
@@ -20,15 +20,16 @@ class VerificationError(AssertionError):
     """The loaded model does not compute what the saved one did."""
 
 
-def verify_logits(predict: Callable[[Any], Any], probe: np.ndarray, saved_logits: np.ndarray,
+def verify_logits(predict: Callable[[Any], Any], probe: Any, saved_logits: Any,
                   tolerance: float) -> float:
-    """Max |Δ| between the loaded (`predict`) and the saved model's logits on the probe batch."""
-    loaded_logits = np.asarray(predict(tf.constant(probe)))
-    if loaded_logits.shape != saved_logits.shape:
-        raise VerificationError(
-            f"loaded model gives logits of shape {loaded_logits.shape}, "
-            f"the saved one {saved_logits.shape}")
-    diff = float(np.max(np.abs(loaded_logits - saved_logits)))
+    """Max |Δ| between the loaded (`predict`) and the saved model's logits on the probe batch,
+    over every output."""
+    loaded_logits = nested.to_numpy(predict(nested.constant(probe)))
+    try:
+        diff = nested.max_abs_diff(loaded_logits, saved_logits)
+    except ValueError as e:
+        raise VerificationError(f"the loaded model's outputs differ from the saved one's: {e}"
+                                ) from e
     if not diff <= tolerance:
         raise VerificationError(
             f"max |Δ| of probe logits {diff:.3e} exceeds tolerance {tolerance:g}")
@@ -150,9 +151,3 @@ def pinned_devices(saved_model_dir: Path, key: str = "serving_default",
             visit_function(f)
         stack.extend(node.input)
     return {"count": len(pinned), "first": sorted(pinned)[:first]}
-
-
-def max_abs_diff(a: np.ndarray, b: np.ndarray) -> float:
-    if a.shape != b.shape:
-        raise ValueError(f"logits of shape {a.shape} against {b.shape}")
-    return float(np.max(np.abs(a - b)))

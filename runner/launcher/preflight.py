@@ -10,12 +10,13 @@ import tempfile
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from hydra.core.hydra_config import HydraConfig
 from hydra.experimental.callback import Callback
-from omegaconf import DictConfig
+from omegaconf import DictConfig, OmegaConf, open_dict
 
-from runner.core import cluster, hints
+from runner.core import cluster, hints, schema, targets
 from runner.core.apis import AUTO
-from runner.core.files import RESULT, SAVED_MODEL
+from runner.core.files import PROBE, RESULT, SAVED_MODEL
 from runner.core.validate import ConfigError, validate, validate_sweep
 
 if TYPE_CHECKING:
@@ -36,7 +37,12 @@ class Preflight(Callback):
 
 
 def check_config(cfg: Config, sweep_overrides: list[str] | None = None) -> None:
-    """The config's ranges (and, for a sweep, those of every value it sweeps): exit 2 if not."""
+    """The config's ranges (and, for a sweep, those of every value it sweeps): exit 2 if not.
+    The user's own model and data options are named first (`name_own_options`)."""
+    hydra_node = cfg.get("hydra") if "hydra" in cfg.keys() else None
+    choices = (hydra_node.runtime.choices if hydra_node is not None
+               else HydraConfig.get().runtime.choices)
+    name_own_options(cfg, dict(choices))
     try:
         validate(cfg)
         if sweep_overrides:
@@ -84,3 +90,34 @@ def choose_save_api(cfg: Config) -> None:
     if expected:
         print(f"Warning: save_api={cfg.save_api.name} load_api={cfg.load_api.name} "
               f"(keras={cfg.keras.name}) is {expected}.", file=sys.stderr, flush=True)
+
+
+def name_own_options(cfg: Config, choices: dict[str, str | None]) -> None:
+    """A model or data option of the user's gets the name results, the matrix and MLflow show:
+    its own `name`, else the option chosen (model=my_model), else the target's short name."""
+    for group in schema.TARGET_GROUPS:
+        node = cfg[group]
+        if (targets.TARGET in node.keys() and not OmegaConf.is_missing(node, targets.TARGET)
+                and not node.get("name")):
+            with open_dict(node):
+                node.name = targets.option_name(node, choices.get(group))
+
+
+def choose_load_keras(cfg: Config, overrides: list[str]) -> None:
+    """A model saved outside the runner is loaded in a process of the Keras generation that
+    wrote it, where its files say (a .keras archive's or an .h5 file's keras_version, a tf_keras
+    SavedModel's keras_metadata.pb); `load_keras=` on the command line overrides."""
+    if not cfg.load_from or any(o.split("=", 1)[0].lstrip("+~") == "load_keras"
+                                for o in overrides):
+        return
+    from runner.job.scan import native_format, written_by  # reads files; no TensorFlow
+
+    location = Path(str(cfg.load_from)).expanduser()
+    if not location.exists() or not native_format(location) or any(
+            (p / PROBE).is_file() for p in (location, location.parent)):
+        return
+    generation = written_by(location)
+    if generation and generation != cfg.load_keras.name:
+        print(f"load_from={cfg.load_from}: written by keras={generation}; loading it in a "
+              f"load_keras={generation} process (load_keras=... chooses another)", flush=True)
+        cfg.load_keras.name = generation

@@ -17,7 +17,7 @@ from runner.core import cluster, interrupt, sweep_file
 from runner.core.result import Result, stamp
 from runner.launcher import job_process
 from runner.launcher.job_process import clock, run_as_worker, run_in_subprocess
-from runner.launcher.preflight import check_config, choose_save_api
+from runner.launcher.preflight import check_config, choose_load_keras, choose_save_api
 
 if TYPE_CHECKING:
     from runner.core.schema import Config
@@ -33,6 +33,7 @@ def run(cfg: Config) -> Result:
     sweep's other jobs and its matrix go on."""
     check_config(cfg)  # again: a sweep's jobs differ from the config Preflight saw
     choose_save_api(cfg)
+    choose_load_keras(cfg, list(HydraConfig.get().overrides.task))
     output_dir = Path(HydraConfig.get().runtime.output_dir)
     # First, whatever happens next: Hydra's own .hydra/*.yaml hold the overrides as given.
     job_process.keep_secrets_out(cfg, output_dir)

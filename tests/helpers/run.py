@@ -35,14 +35,15 @@ FORK_SERVER = os.environ.get("RUNNER_TESTS_FORK_SERVER")
 
 
 def runner(*args: str, env: dict[str, str] | None = None, timeout: float = 600,
-           users_env: bool = False):
-    """`python -m runner ARGS` from the repository root; returns the CompletedProcess.
-    users_env=True: with MLflow's telemetry on, as in a user's shell (see as_users_run)."""
+           users_env: bool = False, cwd: Path = ROOT):
+    """`python -m runner ARGS` from the repository root (or `cwd`: a user's own project);
+    returns the CompletedProcess. users_env=True: with MLflow's telemetry on, as in a user's
+    shell (see as_users_run)."""
     chosen = any(a.startswith("runner.fork_server=") for a in args)
     forced = [f"runner.fork_server={FORK_SERVER}"] if FORK_SERVER and not chosen else []
     return subprocess.run(
         [sys.executable, "-m", "runner", *args, *forced],
-        cwd=ROOT, env=as_users_run(env) if users_env else {**os.environ, **(env or {})},
+        cwd=cwd, env=as_users_run(env) if users_env else {**os.environ, **(env or {})},
         capture_output=True, text=True, timeout=timeout,
     )
 

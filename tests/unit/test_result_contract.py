@@ -34,7 +34,7 @@ def test_every_field_the_job_adds_is_declared():
     name in runner/; a new one must be declared in results.Result, the contract)."""
     declared = set(typing.get_type_hints(results.Result))
     added = {"phase", "clock", "data_sizes", "caveat", "saved_with", "cluster", "cluster_start",
-             "mlflow_model", "metrics_logged_live", "tracking"}
+             "mlflow_model", "metrics_logged_live", "tracking", "metrics"}
     assert added <= declared
     assert declared - set(typing.get_type_hints(results._Always)) == added
 
