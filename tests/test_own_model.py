@@ -8,7 +8,6 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
@@ -103,12 +102,10 @@ def test_a_target_on_the_command_line_and_its_arguments(tmp_path):
 
 
 def test_a_target_that_does_not_resolve_fails_in_preflight_without_tensorflow():
-    start = time.perf_counter()
     proc = subprocess.run([sys.executable, "-X", "importtime", "-m", "runner", *OWN,
                            "model=custom", "model._target_=my_models.models.build_clasifier"],
                           cwd=PROJECT, env=NO_PYTHONPATH, capture_output=True, text=True,
                           timeout=60)
-    seconds = time.perf_counter() - start
     assert proc.returncode == 2
     assert ("Config error: model._target_=my_models.models.build_clasifier: module "
             "my_models.models") in proc.stderr
@@ -116,7 +113,8 @@ def test_a_target_that_does_not_resolve_fails_in_preflight_without_tensorflow():
     imported = {line.split("|")[-1].strip() for line in proc.stderr.splitlines()
                 if line.startswith("import time:")}
     assert not {m for m in imported if m.split(".")[0] in ("tensorflow", "my_models")}
-    assert seconds < 5, seconds  # well under a second on an idle machine; CI is shared
+    # Its speed is what that buys: measured in the session note, not asserted here (a shared
+    # machine's timing is noise).
 
 
 def test_a_class_nobody_registered_fails_in_load_with_the_hint_and_passes_when_named(tmp_path):
