@@ -257,10 +257,13 @@ def stored_model(cfg: Config, out: Path, result: Result) -> Stored:
     result["artifact_bytes"] = artifact_bytes(stored.model)
     if stored.native:
         result["reference"] = "native"
-        if targets.is_target(cfg.model):  # what load_api=checkpoint/weights rebuild
-            from omegaconf import OmegaConf
+        # What load_api=checkpoint/weights rebuild, and compile it with: the job's own config.
+        from omegaconf import OmegaConf
 
+        if targets.is_target(cfg.model):
             stored.saved_with["model_options"] = OmegaConf.to_container(cfg.model, resolve=True)
+        stored.saved_with["compile"] = OmegaConf.to_container(
+            OmegaConf.masked_copy(cfg.train, ["optimizer", "loss", "metrics"]), resolve=True)
         result["notes"].append(
             f"load_from: a model saved outside the runner ({stored.saved_with['format']}, "
             f"written by keras={stored.saved_with['keras'] or 'unknown'}): verified against "
