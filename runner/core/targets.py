@@ -35,7 +35,8 @@ PLACEHOLDER = "custom"
 
 
 def is_target(node: Any) -> bool:
-    return isinstance(node, Mapping) and TARGET in node
+    """A config with `_target_` (given or still ??? : `in node` alone misses a missing value)."""
+    return isinstance(node, Mapping) and TARGET in node.keys()
 
 
 def arguments(node: Mapping[str, Any], group: str) -> dict[str, Any]:
@@ -62,7 +63,7 @@ def root(target: str) -> str:
     return target.split(".", 1)[0]
 
 
-def check_target(target: Any, key: str, path: list[str] | None = None) -> None:
+def check_target(target: Any, key: str) -> None:
     """`target` names something that exists, or ConfigError naming the key and what is there.
     The module is found, not imported: no user code (nor TensorFlow) runs at config time."""
     if not isinstance(target, str) or not target or any(not p.isidentifier()
@@ -70,9 +71,8 @@ def check_target(target: Any, key: str, path: list[str] | None = None) -> None:
         raise ConfigError(f"{key}={target!r} is not a dotted Python name: expected e.g. "
                           "my_pkg.models.build (a function or class returning the object).")
     parts = target.split(".")
-    search = sys.path if path is None else path
-    spec = importlib.machinery.PathFinder.find_spec(parts[0], search)
-    if spec is None:
+    found, depth = find_module(parts)
+    if found is None:
         if sys.modules.get(parts[0]) is not None or parts[0] in sys.builtin_module_names:
             return
         raise ConfigError(
@@ -81,17 +81,11 @@ def check_target(target: Any, key: str, path: list[str] | None = None) -> None:
             "that holds your package, add it to PYTHONPATH, or install it.")
     if parts[0] in LIBRARY_ROOTS:
         return
-    found, depth = spec, 1
-    while depth < len(parts) and found.submodule_search_locations:
-        sub = importlib.machinery.PathFinder.find_spec(
-            ".".join(parts[:depth + 1]), list(found.submodule_search_locations))
-        if sub is None:
-            break
-        found, depth = sub, depth + 1
     module = ".".join(parts[:depth])
     if depth == len(parts):
-        if key.endswith(TARGET) or key.endswith("]"):  # a module is not something to call
-            raise ConfigError(f"{key}={target} is a module: expected a function or class in it.")
+        if key.endswith(TARGET):  # a module is not something to call
+            raise ConfigError(f"{key}={target} is a module: expected a function or class in "
+                              "it.")
         return
     names = defined_names(found.origin)
     attribute = parts[depth]
@@ -102,6 +96,22 @@ def check_target(target: Any, key: str, path: list[str] | None = None) -> None:
                  else f"it defines {public}.")
         raise ConfigError(f"{key}={target}: module {module} ({found.origin}) defines no "
                           f"{attribute!r}; {offer}")
+
+
+def find_module(parts: list[str]) -> tuple[importlib.machinery.ModuleSpec | None, int]:
+    """The deepest module among the dotted `parts` on sys.path, found without importing
+    anything, and how many parts it spans; (None, 0) when not even the first is found."""
+    found = importlib.machinery.PathFinder.find_spec(parts[0], sys.path)
+    if found is None:
+        return None, 0
+    depth = 1
+    while depth < len(parts) and found.submodule_search_locations:
+        sub = importlib.machinery.PathFinder.find_spec(
+            ".".join(parts[:depth + 1]), list(found.submodule_search_locations))
+        if sub is None:
+            break
+        found, depth = sub, depth + 1
+    return found, depth
 
 
 def defined_names(origin: str | None) -> set[str] | None:
@@ -173,15 +183,19 @@ def check_module(module: Any, key: str) -> None:
     if not isinstance(module, str) or not all(p.isidentifier() for p in module.split(".")):
         raise ConfigError(f"{key}={module!r} is not a module name: expected e.g. my_pkg.layers.")
     parts = module.split(".")
-    spec = importlib.machinery.PathFinder.find_spec(parts[0], sys.path)
-    for depth in range(2, len(parts) + 1):
-        if spec is None or not spec.submodule_search_locations:
-            break
-        spec = importlib.machinery.PathFinder.find_spec(".".join(parts[:depth]),
-                                                        list(spec.submodule_search_locations))
-    if spec is None or spec.name != module:
+    if find_module(parts)[1] != len(parts):
         raise ConfigError(f"{key}={module}: no such module on the path this job's Python "
                           f"searches (the directory it runs from, {os.getcwd()}, and PYTHONPATH).")
+
+
+def compile_items(train: Any) -> list[tuple[str, Any]]:
+    """train.optimizer, .loss and each of .metrics, with the key each is at (train.metrics[1]);
+    metrics that are not a list come as one item at train.metrics."""
+    items = [("train.optimizer", train.get("optimizer")), ("train.loss", train.get("loss"))]
+    metrics = train.get("metrics")
+    if isinstance(metrics, (str, Mapping)) or not hasattr(metrics, "__iter__"):
+        return [*items, ("train.metrics", metrics)]
+    return [*items, *((f"train.metrics[{i}]", m) for i, m in enumerate(metrics))]
 
 
 def user_path(environ: dict[str, str] | None = None) -> None:

@@ -92,7 +92,7 @@ def check_keys(cfg: Config) -> None:
             _check_fields(node, str(key), str(key))
     for group, options in schema.OPTION_SCHEMAS.items():
         node = cfg[group]
-        if group in schema.TARGET_GROUPS and targets.TARGET in node.keys():
+        if group in schema.TARGET_GROUPS and targets.is_target(node):
             check_target_option(group, node)
             continue
         if group == "data" and OmegaConf.get_type(node) is schema.Tfds:
@@ -143,21 +143,17 @@ def check_tfds(node: Any) -> None:
 
 def check_compile(train: Any) -> None:
     """train.optimizer, .loss, .metrics: Keras names or `_target_` configs that exist."""
-    for key in ("optimizer", "loss", "metrics"):
-        value = train.get(key)
-        items = list(value) if key == "metrics" and OmegaConf.is_list(value) else [value]
-        if key == "metrics" and not OmegaConf.is_list(value):
-            raise ConfigError(f"train.metrics={value!r}: expected a list, e.g. [accuracy].")
-        for i, item in enumerate(items):
-            where = f"train.{key}" + (f"[{i}]" if key == "metrics" else "")
-            if isinstance(item, str) and item:
-                continue
-            if OmegaConf.is_dict(item) and targets.TARGET in item:
-                targets.check_target(item[targets.TARGET], f"{where}.{targets.TARGET}")
-                continue
-            raise ConfigError(f"{where}={item!r}: expected a Keras name (e.g. adam, "
-                              "sparse_categorical_crossentropy, accuracy) or a config with "
-                              f"{targets.TARGET}.")
+    for where, item in targets.compile_items(train):
+        if where == "train.metrics":  # not a list
+            raise ConfigError(f"train.metrics={item!r}: expected a list, e.g. [accuracy].")
+        if isinstance(item, str) and item:
+            continue
+        if targets.is_target(item):
+            targets.check_target(item[targets.TARGET], f"{where}.{targets.TARGET}")
+            continue
+        raise ConfigError(f"{where}={item!r}: expected a Keras name (e.g. adam, "
+                          "sparse_categorical_crossentropy, accuracy) or a config with "
+                          f"{targets.TARGET}.")
 
 
 def _check_fields(node: Any, prefix: str, what: str) -> None:

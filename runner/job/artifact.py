@@ -28,7 +28,7 @@ from runner.core.files import LOAD_FROM, PARTIAL, PROBE, SAVED_MODEL, SAVED_WITH
 from runner.core.result import Result
 from runner.core.resume import RECIPE
 from runner.core.trust import TRUST_KEY, refusal
-from runner.job import nested, verify
+from runner.job import models, nested, verify
 from runner.job.scan import is_hdf5, native_format, scan, written_by
 
 if TYPE_CHECKING:
@@ -206,23 +206,15 @@ def check_model(path: Path) -> None:
 
 
 def saved_with(cfg: Config, path: Path, result: Result, model: tf.keras.Model,
-               compiled: bool = False, input_shape: Any = None) -> dict[str, Any]:
+               compiled: bool = False,
+               input_shape: list[int | None] | None = None) -> dict[str, Any]:
     """What produced the model: a later `load_from` job reports these as its train side."""
-    from omegaconf import OmegaConf
-
-    if targets.is_target(cfg.model):  # the user's: its target and arguments, as configured
-        options = OmegaConf.to_container(cfg.model, resolve=True)
-    else:
-        options = {"name": cfg.model.name, "batchnorm": cfg.model.batchnorm,
-                   "dropout": cfg.model.dropout}
     return {
         **{group: cfg[group].name for group in results.TRAIN_SIDE},
         # What load_api=checkpoint/weights build afresh to restore into, and compile it with.
-        "model_options": options,
-        "compile": "model" if compiled else OmegaConf.to_container(
-            OmegaConf.masked_copy(cfg.train, ["optimizer", "loss", "metrics"]), resolve=True),
-        "input_shape": None if input_shape is None else [
-            None if d is None else int(d) for d in input_shape],
+        "model_options": models.model_options(cfg.model),
+        "compile": models.COMPILED_BY_MODEL if compiled else models.compile_spec(cfg.train),
+        "input_shape": input_shape,
         "save_api_options": {"in_scope": cfg.save_api.in_scope,
                              "variable_policy": cfg.save_api.variable_policy},
         "data": cfg.data.name,
@@ -258,12 +250,9 @@ def stored_model(cfg: Config, out: Path, result: Result) -> Stored:
     if stored.native:
         result["reference"] = "native"
         # What load_api=checkpoint/weights rebuild, and compile it with: the job's own config.
-        from omegaconf import OmegaConf
-
         if targets.is_target(cfg.model):
-            stored.saved_with["model_options"] = OmegaConf.to_container(cfg.model, resolve=True)
-        stored.saved_with["compile"] = OmegaConf.to_container(
-            OmegaConf.masked_copy(cfg.train, ["optimizer", "loss", "metrics"]), resolve=True)
+            stored.saved_with["model_options"] = models.model_options(cfg.model)
+        stored.saved_with["compile"] = models.compile_spec(cfg.train)
         result["notes"].append(
             f"load_from: a model saved outside the runner ({stored.saved_with['format']}, "
             f"written by keras={stored.saved_with['keras'] or 'unknown'}): verified against "

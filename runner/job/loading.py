@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import re
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -84,8 +84,13 @@ def load_keras(request: Request) -> Loaded:
 def load_saved_model(request: Request) -> Loaded:
     """tf.saved_model.load + signatures['serving_default']: inference only."""
     loaded = tf.saved_model.load(str(request.path), options=_load_options(request.io_device))
+    return Loaded(predict=serving(loaded), keep_alive=loaded)
+
+
+def serving(loaded: Any) -> Callable[[Any], Any]:
+    """inputs -> outputs through the loaded SavedModel's serving_default signature."""
     serve = loaded.signatures[SERVING_KEY]
-    return Loaded(predict=lambda x: single_output(call_signature(serve, x)), keep_alive=loaded)
+    return lambda x: single_output(call_signature(serve, x))
 
 
 def call_signature(serve: Any, inputs: Any) -> Any:
@@ -209,10 +214,9 @@ def fresh_model(request: Request) -> tf.keras.Model:
     saved_with = request.saved_with
     options = saved_with.get("model_options") or {"name": saved_with["model"]}
     compile_spec = saved_with.get("compile") or models.SEED_COMPILE
-    own = [getattr(request.model, "get", lambda *_: None)(targets.TARGET)]
-    own += [node.get(targets.TARGET) for node in _target_nodes(request.train)]
-    foreign = [t for t in [options.get(targets.TARGET),
-                           *(node.get(targets.TARGET) for node in _target_nodes(compile_spec))]
+    own = [getattr(request.model, "get", lambda *_: None)(targets.TARGET),
+           *models.compile_targets(request.train)]
+    foreign = [t for t in [options.get(targets.TARGET), *models.compile_targets(compile_spec)]
                if t and targets.root(t) not in targets.LIBRARY_ROOTS and t not in own]
     if foreign and not request.trust:
         raise ArtifactError(
@@ -221,28 +225,10 @@ def fresh_model(request: Request) -> tf.keras.Model:
             f"(model=YOUR_OPTION, or model=custom model._target_={foreign[0]}), or set "
             f"{TRUST_KEY}=true if you trust where the model came from.")
     model = models.build_from(options)
-    if compile_spec != COMPILED_BY_MODEL and not models.is_compiled(model):
+    if compile_spec != models.COMPILED_BY_MODEL and not models.is_compiled(model):
         models.compile_model(model, compile_spec)
     models.build_variables(model, request.example)
     return model
-
-
-# saved_with.json's `compile` when the user's builder compiled the model itself.
-COMPILED_BY_MODEL = "model"
-
-
-def _target_nodes(node: Any) -> list[Any]:
-    """The `_target_` configs in a train group or compile spec (optimizer, loss, metrics)."""
-    if node is None or isinstance(node, str):
-        return []
-    found = []
-    for key in ("optimizer", "loss", "metrics"):
-        value = node.get(key)
-        for item in (value if key == "metrics" and not isinstance(value, (str, type(None)))
-                     else [value]):
-            if hasattr(item, "keys") and targets.TARGET in item.keys():
-                found.append(item)
-    return found
 
 
 def input_shape(saved_with: Mapping[str, Any]) -> tuple[int | None, ...]:
@@ -278,13 +264,20 @@ def load(path: Path, cfg: Config, strategy: tf.distribute.Strategy | None,
                       train=cfg.train, custom_objects=custom_objects(cfg.model),
                       example=None if probe is None else nested.head(probe, 1))
     scope = strategy.scope() if strategy is not None else contextlib.nullcontext()
+    with hinting_unregistered(path, request.custom_objects), scope:
+        return LOADERS[cfg.load_api.name](request)
+
+
+@contextlib.contextmanager
+def hinting_unregistered(path: Path, custom_objects: Mapping[str, Any]) -> Iterator[None]:
+    """A load that fails gets, as its hint, the classes of the model's config this process
+    cannot find (`unregistered_hint`); the job records it beside the real exception."""
     try:
-        with scope:
-            return LOADERS[cfg.load_api.name](request)
+        yield
     except Exception as e:
-        hint = unregistered_hint(path, request.custom_objects)
+        hint = unregistered_hint(path, custom_objects)
         if hint and not getattr(e, "hint", None):
-            e.hint = hint  # the job records it beside the real exception
+            e.hint = hint
         raise
 
 

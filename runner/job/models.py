@@ -31,7 +31,7 @@ def build(name: str, batchnorm: bool = False, dropout: float = 0.0) -> tf.keras.
 def build_from(options: Any) -> tf.keras.Model:
     """The model of a `model` config group, or of the dict saved_with.json keeps of it: the
     built-in CNN by name, or the user's `_target_` (runner.core.targets)."""
-    if targets.is_target(options) or (hasattr(options, "keys") and "_target_" in options.keys()):
+    if targets.is_target(options):
         return build_target(options)
     get = options.get
     return build(get("name"), bool(get("batchnorm", False)), float(get("dropout", 0.0) or 0.0))
@@ -95,6 +95,27 @@ def compile_spec(train: Any) -> dict[str, Any]:
     """train.optimizer/loss/metrics as plain data (saved_with.json keeps it)."""
     spec = _container(train)
     return {key: spec.get(key, SEED_COMPILE[key]) for key in SEED_COMPILE}
+
+
+# saved_with.json's `compile` when the user's builder compiled the model itself.
+COMPILED_BY_MODEL = "model"
+
+
+def compile_targets(spec: Any) -> list[str]:
+    """The `_target_`s a train group or compile spec would instantiate (optimizer, loss,
+    metrics); none for COMPILED_BY_MODEL."""
+    if not hasattr(spec, "get"):
+        return []
+    return [item[targets.TARGET] for _, item in targets.compile_items(spec)
+            if targets.is_target(item)]
+
+
+def model_options(model: Any) -> dict[str, Any]:
+    """What builds this `model` group again (saved_with.json's model_options): the user's target
+    with its arguments as configured, or the built-in CNN's options."""
+    if targets.is_target(model):
+        return _container(model)
+    return {"name": model.name, "batchnorm": model.batchnorm, "dropout": model.dropout}
 
 
 def _object(spec: Any, by_name: Any) -> Any:

@@ -15,29 +15,21 @@ from runner.core.text import first_line
 from runner.job import nested, resume
 from runner.job.artifact import Stored
 from runner.job.data import Data
-from runner.job.loading import call_signature, custom_objects, single_output, unregistered_hint
+from runner.job.loading import SERVING_KEY, custom_objects, hinting_unregistered, serving
 
 if TYPE_CHECKING:
     from runner.core.schema import Config
 
-SERVING_KEY = "serving_default"
-
-
 def reference(stored: Stored, data: Data, cfg: Config, global_batch: int) -> list[str]:
     """Fill in `stored`'s probe, its logits and (for a compiled Keras model) the resume
     reference, from the artifact loaded natively. Returns notes."""
-    try:
-        model, predict = load_native(stored, cfg)
-    except Exception as e:
-        hint = unregistered_hint(stored.model, custom_objects(cfg.model))
-        if hint and not getattr(e, "hint", None):
-            e.hint = hint  # the job records it beside the real exception
-        raise
+    objects = custom_objects(cfg.model)
+    with hinting_unregistered(stored.model, objects):
+        model, predict = load_native(stored, objects, cfg.load.trust)
     stored.probe = data.probe
     stored.logits = nested.to_numpy(predict(nested.constant(data.probe)))
     if nested.is_single(data.probe):
-        stored.saved_with["input_shape"] = [None if d is None else int(d)
-                                            for d in data.probe.shape[1:]]
+        stored.saved_with["input_shape"] = nested.example_shape(data.probe)
     if model is None or getattr(model, "optimizer", None) is None:
         return [f"reference: {stored.model.name} loaded natively carries no compiled optimizer: "
                 "no resume reference"]
@@ -54,15 +46,15 @@ def reference(stored: Stored, data: Data, cfg: Config, global_batch: int) -> lis
     return []
 
 
-def load_native(stored: Stored, cfg: Config) -> tuple[tf.keras.Model | None, Any]:
+def load_native(stored: Stored, objects: dict[str, Any],
+                trust: bool) -> tuple[tf.keras.Model | None, Any]:
     """.keras, .h5: load_model (a Keras model, compiled if it was saved compiled); a SavedModel:
     tf.saved_model.load and its serving signature (inference only)."""
     if stored.saved_with.get("format") == "saved_model":
         loaded = tf.saved_model.load(str(stored.model))
         if SERVING_KEY in loaded.signatures:
-            serve = loaded.signatures[SERVING_KEY]
-            return None, lambda x: single_output(call_signature(serve, x))
+            return None, serving(loaded)
         return None, loaded  # a plain tf.Module with a __call__
-    model = tf.keras.models.load_model(str(stored.model), safe_mode=not cfg.load.trust,
-                                       custom_objects=custom_objects(cfg.model) or None)
+    model = tf.keras.models.load_model(str(stored.model), safe_mode=not trust,
+                                       custom_objects=objects or None)
     return model, lambda x: model(x, training=False)

@@ -35,6 +35,14 @@ def is_single(tree: Tree) -> bool:
     return not isinstance(tree, (Mapping, list, tuple))
 
 
+def example_shape(tree: Tree) -> list[int | None] | None:
+    """The shape of one example of a single array's batch (saved_with.json's input_shape);
+    None for a tree of inputs."""
+    if not is_single(tree):
+        return None
+    return [None if d is None else int(d) for d in np.shape(tree)[1:]]
+
+
 def head(tree: Tree, n: int) -> Tree:
     """The first n examples of every leaf."""
     return tf.nest.map_structure(lambda t: t[:n], tree)

@@ -100,8 +100,7 @@ def train_side(cfg: Config, out: Path, result: Result, phase: Phase) -> None:
         path = out / SAVED_MODEL / path.name  # where it is once complete
         artifact.write_stored(staging, data.probe, saved_logits,
                               artifact.saved_with(cfg, path, result, model, compiled,
-                                                  data.probe.shape[1:] if nested.is_single(
-                                                      data.probe) else None))
+                                                  nested.example_shape(data.probe)))
         saved_bytes = artifact.artifact_bytes(staging / path.name)
         result["notes"] += notes
     # Only now is it there: a save that failed names no artifact.

@@ -97,7 +97,7 @@ def name_own_options(cfg: Config, choices: dict[str, str | None]) -> None:
     its own `name`, else the option chosen (model=my_model), else the target's short name."""
     for group in schema.TARGET_GROUPS:
         node = cfg[group]
-        if (targets.TARGET in node.keys() and not OmegaConf.is_missing(node, targets.TARGET)
+        if (targets.is_target(node) and not OmegaConf.is_missing(node, targets.TARGET)
                 and not node.get("name")):
             with open_dict(node):
                 node.name = targets.option_name(node, choices.get(group))

@@ -30,6 +30,20 @@ from runner.launcher import job_process
                                             "training examples of data=synthetic: expected "
                                             "train.batch_size_per_replica at most 50."),
     (["verify.probe_size=360"], "verify.probe_size=360 is more than the 359 test examples"),
+    # The user's own model and data (runner.core.targets), and the compile keys.
+    (["model=custom"], "model=custom needs model._target_=my_pkg.module.function"),
+    (["data=custom"], "data=custom needs data._target_="),
+    (["model=custom", "model._target_=nope.build"], "model._target_=nope.build: no module"),
+    (["model=custom", "model._target_=os.path.join", "+model.name=sequential"],
+     "model.name='sequential': a model of your own needs a name of its own"),
+    (["model=custom", "model._target_=os.path.join", "+model.save_before_fit=3"],
+     "model.save_before_fit=3: expected true or false"),
+    (["data=tfds"], "data=tfds needs data.name=DATASET"),
+    (["data=tfds", "data.name=fashion_mnist", "data.features=[image]"],
+     "data.features=['image']: expected two feature names"),
+    (["train.loss=5"], "train.loss=5: expected a Keras name"),
+    (["train.metrics=accuracy"], "train.metrics='accuracy': expected a list"),
+    (["train.optimizer={_target_: nope.Opt}"], "train.optimizer._target_=nope.Opt: no module"),
 ])
 def test_what_the_types_let_through_is_refused_naming_it(overrides, words):
     with pytest.raises(ConfigError) as info:
@@ -41,7 +55,12 @@ def test_what_the_types_let_through_is_refused_naming_it(overrides, words):
     [], ["strategy=mirrored", "strategy.replicas=22"], ["data=mnist", "strategy=mirrored",
                                                         "strategy.replicas=1000"],
     ["load_from=/x", "strategy=mirrored", "strategy.replicas=1000"],  # no train side
-    ["strategy=multi_worker_mirrored", "cluster=slurm"]])
+    ["strategy=multi_worker_mirrored", "cluster=slurm"],
+    ["model=custom", "model._target_=os.path.join", "+model.units=3"],
+    ["data=custom", "data._target_=os.path.join", "+data.n=3"],
+    ["data=tfds", "data.name=fashion_mnist", "data.features=[image,label]"],
+    ["data=mnist"],
+    ["train.optimizer=sgd", "train.loss=mse", "train.metrics=[mae]"]])
 def test_what_can_work_or_cannot_be_known_yet_passes(overrides):
     validate(compose(overrides))  # mnist's size is known once loaded: checked in `data`
 

@@ -1,6 +1,7 @@
 """The user's own model and data (`_target_`) checked at config time without running their code
-(runner.core.targets, runner.core.validate), named for results, and what a load side needs to
-import or rebuild them; the classes a saved Keras config needs (runner.job.scan)."""
+(runner.core.targets; the whole configs refused or let through are test_checks.py's), named for
+results, and what a load side needs to import or rebuild them; the classes a saved Keras
+config needs (runner.job.scan)."""
 
 from __future__ import annotations
 
@@ -10,9 +11,7 @@ import sys
 import pytest
 
 from runner.core import targets
-from runner.core.compose import compose
 from runner.core.constraints import ConfigError
-from runner.core.validate import validate
 from runner.job.scan import custom_classes, written_by
 
 
@@ -90,38 +89,6 @@ def test_the_users_folder_goes_first_on_the_path_of_every_process_once():
     targets.user_path(env)
     targets.user_path(env)
     assert env["PYTHONPATH"] == os.pathsep.join([os.getcwd(), "/elsewhere"])
-
-
-@pytest.mark.parametrize("overrides, words", [
-    (["model=custom"], "model=custom needs model._target_=my_pkg.module.function"),
-    (["data=custom"], "data=custom needs data._target_="),
-    (["model=custom", "model._target_=nope.build"], "model._target_=nope.build: no module"),
-    (["model=custom", "model._target_=os.path.join", "+model.name=sequential"],
-     "model.name='sequential': a model of your own needs a name of its own"),
-    (["model=custom", "model._target_=os.path.join", "+model.save_before_fit=3"],
-     "model.save_before_fit=3: expected true or false"),
-    (["data=tfds"], "data=tfds needs data.name=DATASET"),
-    (["data=tfds", "data.name=fashion_mnist", "data.features=[image]"],
-     "data.features=['image']: expected two feature names"),
-    (["train.loss=5"], "train.loss=5: expected a Keras name"),
-    (["train.metrics=accuracy"], "train.metrics='accuracy': expected a list"),
-    (["train.optimizer={_target_: nope.Opt}"], "train.optimizer._target_=nope.Opt: no module"),
-])
-def test_a_bad_own_model_or_data_is_refused_naming_the_key(overrides, words):
-    with pytest.raises(ConfigError) as e:
-        validate(compose(overrides))
-    assert words in str(e.value)
-
-
-@pytest.mark.parametrize("overrides", [
-    ["model=custom", "model._target_=os.path.join", "+model.units=3"],
-    ["data=custom", "data._target_=os.path.join", "+data.n=3"],
-    ["data=tfds", "data.name=fashion_mnist", "data.features=[image,label]"],
-    ["data=mnist"],
-    ["train.optimizer=sgd", "train.loss=mse", "train.metrics=[mae]"],
-])
-def test_a_good_own_model_or_data_passes(overrides):
-    validate(compose(overrides))
 
 
 def test_the_classes_a_keras_config_needs_beyond_keras_are_found():
