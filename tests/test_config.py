@@ -45,13 +45,19 @@ def test_every_option_composes_and_validates(override):
     validate(cfg)
     if group == "tutorial_step":  # a preset of other groups that names itself
         assert cfg.tutorial_step == option
+    elif group == "strategy_pair":  # both sides' strategies, named train_load
+        assert f"{cfg.strategy.name}_{cfg.load_strategy.name}" == option
+    elif group == "resume_path":  # a save and load path, named by what it sets
+        assert option.startswith(cfg.save_api.name) or option.endswith(cfg.save_api.name)
+        assert cfg.load_api.name in ("keras", "checkpoint", "weights")
     elif group != "experiment":
         assert cfg[group].name == option
 
 
 def test_defaults_are_the_documented_ones():
     cfg = compose_cfg()
-    chosen = {g: cfg[g].name for g in GROUPS if g not in ("experiment", "tutorial_step")}
+    presets = ("experiment", "tutorial_step", "strategy_pair", "resume_path")  # set others
+    chosen = {g: cfg[g].name for g in GROUPS if g not in presets}
     assert chosen == {
         "strategy": "default", "load_strategy": "none", "save_api": "auto", "load_api": "keras",
         "model": "sequential", "data": "digits", "keras": "v3", "load_keras": "v3",

@@ -56,6 +56,18 @@ class SaveApi:
     # "CheckpointOptions" (io_device only), None (neither).
     options: str | None
     hints: tuple[Hint, ...] = ()
+    callback: bool = False  # a Keras callback that saves during fit
+
+
+def written(save_api: str, keras: str, weights_only: bool = False) -> Format:
+    """What the save API writes under Keras generation `keras` (v3, legacy): ModelCheckpoint a
+    .keras file, or weights; BackupAndRestore Keras 3's .weights.h5 or tf_keras' TensorFlow
+    checkpoint (runner.job.callbacks)."""
+    if save_api == "model_checkpoint" and weights_only:
+        return Format.WEIGHTS
+    if save_api == "backup_and_restore" and keras == "legacy":
+        return Format.CHECKPOINT
+    return SAVE_APIS[save_api].writes
 
 
 @dataclass(frozen=True)
@@ -67,6 +79,8 @@ class LoadApi:
     # A new Keras model compiled around what it loads (load_api.optimizer): none of the saved
     # optimizer state is used.
     new_model: bool = False
+    # Restores into the model built afresh from saved_with.json (load_api.build_first).
+    rebuilds: bool = False
     hints: tuple[Hint, ...] = ()
 
 
@@ -91,6 +105,16 @@ SAVE_APIS: dict[str, SaveApi] = {api.name: api for api in (
     SaveApi("export", "Model.export", Format.SAVEDMODEL, None),
     SaveApi("checkpoint", "tf.train.Checkpoint", Format.CHECKPOINT, "CheckpointOptions"),
     SaveApi("weights", "Model.save_weights", Format.WEIGHTS, None),
+    # Callbacks during fit (runner.job.callbacks): what they write depends on their options and
+    # on the Keras generation, so `writes` is read through `written`.
+    SaveApi("model_checkpoint", "tf.keras.callbacks.ModelCheckpoint", Format.KERAS, None,
+            callback=True),
+    SaveApi("backup_and_restore", "tf.keras.callbacks.BackupAndRestore", Format.WEIGHTS, None,
+            callback=True, hints=(
+        Hint("train", ("must be built before you call `fit()`",),
+             "Keras 3's BackupAndRestore restores into the model before fit, so the model must "
+             "be built first: call it on a batch (a subclassed model is not built until then; "
+             "keras-team/keras#20712), or use a Sequential/functional model"),)),
 )}
 
 LOAD_APIS: dict[str, LoadApi] = {api.name: api for api in (
@@ -149,7 +173,7 @@ LOAD_APIS: dict[str, LoadApi] = {api.name: api for api in (
              "TFSMLayer's variable names contain ':0', which Keras 3's Adam puts into "
              "slot-variable scope names; load_api.optimizer=sgd trains"))),
     LoadApi("checkpoint", "tf.train.Checkpoint.restore", frozenset({Format.CHECKPOINT}),
-            "checkpoint", hints=(
+            "checkpoint", rebuilds=True, hints=(
         Hint("load", ("CheckpointIncomplete", "outside tf.train.Checkpoint's object graph"),
              "measured: tf.train.Checkpoint reaches none of a Keras 3 subclassed model's "
              "layers; the trainable variables are saved only because the optimizer tracks them, "
@@ -165,7 +189,7 @@ LOAD_APIS: dict[str, LoadApi] = {api.name: api for api in (
              "model or model.batchnorm, or a checkpoint written by another API): TensorFlow "
              "lists them"))),
     LoadApi("weights", "Model.load_weights", frozenset({Format.WEIGHTS, Format.KERAS}),
-            "weights"),
+            "weights", rebuilds=True),
 )}
 
 # Which registry holds each group's APIs.

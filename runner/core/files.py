@@ -24,6 +24,9 @@ RESOLVED = "resolved.yaml"  # in HYDRA_DIR: the config the job process ran, secr
 HYDRA_CONFIG = "config.yaml"  # in HYDRA_DIR, Hydra's own: written as the job starts
 LOAD_FROM = "load_from"  # what a load_from=<MLflow URI> job downloaded
 BEFORE_FIT = "before_fit"  # model.save_before_fit=true: what saving before training wrote
+# save_api=model_checkpoint, backup_and_restore: what the callback wrote during fit (the save
+# phase copies the model from it into saved_model/).
+CALLBACK_DIR = "callback"
 
 # The saved model's folder: the model as the save API wrote it, and what it must compute.
 SAVED_MODEL = "saved_model"

@@ -31,8 +31,10 @@ GROUPS = ("strategy", "load_strategy", "save_api", "load_api", "model", "data", 
 TRAIN_SIDE = ("strategy", "save_api", "model", "keras")
 # Top-level choices besides the groups, null unless set: where the model came from, the step.
 EXTRA_DIMENSIONS = ("load_from", "tutorial_step")
+# Options that make another cell of the same groups (`variants`), null when at their default.
+VARIANTS = ("train_variant", "load_variant")
 # Every dimension a job differs by.
-DIMENSIONS = (*GROUPS, *EXTRA_DIMENSIONS)
+DIMENSIONS = (*GROUPS, *EXTRA_DIMENSIONS, *VARIANTS)
 MESSAGE_LIMIT = 2000
 
 Status = Literal["running", "passed", "failed", "interrupted"]
@@ -114,6 +116,8 @@ class _Always(TypedDict):
     load_keras: str
     load_from: str | None
     tutorial_step: str | None
+    train_variant: str | None  # `variants`: e.g. "mixed_float16 weights_only"
+    load_variant: str | None  # e.g. "build_first=false"
     # What the loaded model is verified against: "stored", the probe logits saved with it (a
     # runner job's); "native", the artifact loaded with its own format's API outside any
     # strategy (a model saved outside the runner: runner.job.native).
@@ -163,6 +167,11 @@ class Result(_Always, total=False):
     mlflow_model: MlflowModel
     metrics_logged_live: list[str]  # the phases the relay logged epoch by epoch
     tracking: Tracking
+    # save_api=backup_and_restore: the training killed and started again, against the same
+    # training uninterrupted (runner.job.interruption): killed_at {epoch, batch},
+    # restarted_at_epoch, epochs_after_restart, optimizer_steps {resumed, uninterrupted},
+    # max_abs_diff (weights), tolerance, data_order_kept, outcome (exact, drifted), cause, hint
+    interruption: dict[str, Any]
 
 
 STARTED_ENV = "RUNNER_JOB_PROCESS_START"  # set to "forked" by runner.launcher.fork_server
@@ -180,6 +189,25 @@ def this_process() -> Process:
     return {"pid": os.getpid(), "start": start}
 
 
+def variants(cfg: Config) -> dict[str, str | None]:
+    """The options beside the groups that change what a cell measures, in a word each:
+    train_variant (train.precision, save_api.weights_only, BackupAndRestore's save_freq and
+    interrupt), load_variant (load_api.build_first=false); null at their defaults."""
+    fit, save, load_api = (cfg.get(group) or {} for group in ("train", "save_api", "load_api"))
+    train, load = [], []
+    if fit.get("precision") not in (None, "float32"):
+        train.append(str(fit.get("precision")))
+    if save.get("weights_only"):
+        train.append("weights_only")
+    if save.get("save_freq") not in (None, "epoch"):
+        train.append(f"save_freq={save.get('save_freq')}")
+    if save.get("interrupt") is False:
+        train.append("uninterrupted")
+    if load_api.get("build_first") is False:
+        load.append("build_first=false")
+    return {"train_variant": " ".join(train) or None, "load_variant": " ".join(load) or None}
+
+
 def new_result(cfg: Config, out: Path, overrides: list[str],
                mlflow_run_id: str | None = None) -> Result:
     """The result before anything ran: the combination, empty measurements."""
@@ -189,6 +217,7 @@ def new_result(cfg: Config, out: Path, overrides: list[str],
         "phase": "train",
         **{group: cfg[group].name for group in GROUPS},  # type: ignore[typeddict-item]
         **{key: cfg[key] for key in EXTRA_DIMENSIONS},
+        **variants(cfg),  # type: ignore[typeddict-item]
         "reference": "stored",
         "replicas": {"train": None, "load": None},
         "error": None,

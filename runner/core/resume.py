@@ -23,9 +23,11 @@ def inference_only(resume: Mapping[str, Any] | None) -> bool:
 
 
 def explain(outcome: dict[str, Any], saved: Mapping[str, Any], loaded: Mapping[str, Any] | None,
-            new_optimizer: bool, replicas: tuple[Any, Any]) -> tuple[str | None, str | None]:
+            new_optimizer: bool, replicas: tuple[Any, Any],
+            build_first: bool = True) -> tuple[str | None, str | None]:
     """A drift's (or a failed step's) cause in a word or two, and a hint, from what was
-    measured (not guessed)."""
+    measured (not guessed). build_first=False: the load API restored into a model whose
+    optimizer had no variables yet (load_api.build_first=false)."""
     if outcome.get("outcome") not in (DRIFTED, ERROR):
         return None, None
     batch, load_replicas = outcome.get("global_batch"), replicas[1]
@@ -41,6 +43,24 @@ def explain(outcome: dict[str, Any], saved: Mapping[str, Any], loaded: Mapping[s
             "the load API wraps the SavedModel in a new Keras model compiled with a new "
             "optimizer: none of the saved optimizer state (iterations, Adam's moments) is used. "
             "To resume exactly, save and load a Keras model (save_api=keras, load_api=keras)")
+    if loaded is not None and "loss_scale" in saved_opt and "loss_scale" not in loaded:
+        return "loss scale optimizer lost", (
+            f"the model was saved with a LossScaleOptimizer (mixed_float16) and came back with "
+            f"a plain {loaded.get('class') or 'optimizer'}: iterations "
+            f"{saved_opt.get('iterations')} saved, {loaded.get('iterations')} loaded; variables "
+            f"{saved_opt.get('variables')} saved, {loaded.get('variables')} loaded; no loss "
+            "scale, so the gradients are no longer scaled as they were "
+            "(keras-team/keras#18112, #17275). Restore into the model built afresh under the "
+            "same policy (load_api=weights or checkpoint), which keeps it")
+    if (not build_first and loaded is not None
+            and saved_opt.get("iterations") not in (None, loaded.get("iterations"))):
+        return "optimizer not built", (
+            f"the weights were restored before the optimizer had variables (compile, then "
+            f"load, as most code does): its saved state was skipped (Keras 3: 'Skipping "
+            f"variable loading for optimizer'), iterations {saved_opt['iterations']} saved, "
+            f"{loaded.get('iterations')} loaded. Build it first: "
+            "model.optimizer.build(model.trainable_variables) before load_weights/restore "
+            "(load_api.build_first=true)")
     if loaded is not None and saved_opt.get("iterations") not in (None, loaded.get("iterations")):
         return "iterations reset", (
             f"the loaded optimizer restarted: iterations {saved_opt['iterations']} saved, "
@@ -51,6 +71,12 @@ def explain(outcome: dict[str, Any], saved: Mapping[str, Any], loaded: Mapping[s
         return "slots missing", (
             f"the loaded optimizer has {loaded.get('variables')} variables, the saved one had "
             f"{saved_opt.get('variables')}: its slots (e.g. Adam's moments) were not restored")
+    if loaded is not None and saved_opt.get("loss_scale") not in (None, loaded.get("loss_scale")):
+        return "loss scale reset", (
+            f"the LossScaleOptimizer's loss scale came back {loaded.get('loss_scale')}, the "
+            f"saved one was {saved_opt['loss_scale']} (mixed_float16): the scaled gradients, "
+            "and the steps skipped on overflow, differ from the original's "
+            "(keras-team/keras#18112)")
     random_layers = saved.get("random_layers") or []
     if random_layers:
         return "random layers", (

@@ -86,15 +86,37 @@ class SaveApi:
 
 
 @dataclass
-class LoadApi:
-    name: str = MISSING
+class ModelCheckpointSaveApi(SaveApi):
+    """tf.keras.callbacks.ModelCheckpoint during fit, saving at the end of every epoch."""
+
+    weights_only: bool = False  # save_weights_only: the weights (and optimizer) only
 
 
 @dataclass
-class RetrainingLoadApi:
+class BackupAndRestoreSaveApi(SaveApi):
+    """tf.keras.callbacks.BackupAndRestore during fit (delete_checkpoint=False)."""
+
+    save_freq: Any = "epoch"  # "epoch", or a backup every N batches
+    # Kill the training process in the middle of the last epoch (after this fraction of its
+    # batches) and start it again, as a preemption would; false: fit once, uninterrupted.
+    interrupt: bool = True
+    kill_at: float = 0.5
+
+
+@dataclass
+class LoadApi:
+    name: str = MISSING
+    # checkpoint, weights: create the optimizer's variables before restoring (as the runner
+    # always did); false: restore as most code does (compile, then load), which Keras 3 answers
+    # with "Skipping variable loading for optimizer" for a .weights.h5. A key of every load API
+    # so that a sweep over load_api can set it; the others note that it does not apply.
+    build_first: bool = True
+
+
+@dataclass
+class RetrainingLoadApi(LoadApi):
     """hub and tfsm_layer compile a new model around what they load."""
 
-    name: str = MISSING
     optimizer: Optimizer = MISSING
 
 
@@ -154,6 +176,9 @@ class Train:
     optimizer: Any = MISSING
     loss: Any = MISSING
     metrics: Any = MISSING
+    # Keras' dtype policy while the model is built: float32, or mixed_float16 (whose compile
+    # wraps the optimizer in a LossScaleOptimizer) or mixed_bfloat16.
+    precision: str = MISSING
 
 
 class ResumePolicy(str, Enum):
@@ -236,6 +261,11 @@ class Config:
 # Groups whose options may be the user's own: a config with `_target_` (runner.core.targets),
 # from conf/<group>/custom.yaml or the user's own --config-dir, checked by its target.
 TARGET_GROUPS = ("model", "data")
+# The runner's own `_target_` options (runner/job/families): the model families and their data.
+TARGET_PRESETS: dict[str, tuple[str, ...]] = {
+    "model": ("text", "mobilenet_v2", "transformer", "stateful_custom"),
+    "data": ("sentences", "colour_digits", "token_sequences", "features"),
+}
 
 # conf/<group>/<option>.yaml starts with `defaults: [/schema/<group>/<option>@_here_, _self_]`.
 OPTION_SCHEMAS: dict[str, dict[str, type]] = {
@@ -246,7 +276,9 @@ OPTION_SCHEMAS: dict[str, dict[str, type]] = {
                       "one_device": OneDeviceStrategy, "mirrored": MirroredStrategy,
                       "multi_worker_mirrored": MultiWorkerMirroredStrategy},
     "cluster": {"local": LocalCluster, "tf_config": TfConfigCluster, "slurm": SlurmCluster},
-    "save_api": dict.fromkeys(apis.options("save_api"), SaveApi),
+    "save_api": {**dict.fromkeys(apis.options("save_api"), SaveApi),
+                 "model_checkpoint": ModelCheckpointSaveApi,
+                 "backup_and_restore": BackupAndRestoreSaveApi},
     "load_api": {name: RetrainingLoadApi if api.new_model else LoadApi
                  for name, api in apis.LOAD_APIS.items()},
     "model": dict.fromkeys(("sequential", "functional", "subclassed"), Model),
@@ -272,4 +304,5 @@ OPTIONS_RESOLVER = "runner.options"  # ${runner.options:save_api} in conf/hydra/
 
 def group_options(group: str) -> str:
     """A group's options as the help lists them: 'auto | keras | saved_model | ...'."""
-    return " | ".join([*OPTION_SCHEMAS[group], *(["custom"] if group in TARGET_GROUPS else [])])
+    return " | ".join([*OPTION_SCHEMAS[group], *TARGET_PRESETS.get(group, ()),
+                       *(["custom"] if group in TARGET_GROUPS else [])])

@@ -41,6 +41,9 @@ def summary_line(result: Result) -> str:
     resume = resume_words(result.get("resume"))
     if resume:
         head += f" | {resume}"
+    restart = restart_words(result.get("interruption"))
+    if restart:
+        head += f" | {restart}"
     if result["status"] != "passed":
         err = result["error"]
         head += f" | {err['phase']}: {err['type']}: {clip(first_line(err['message']))}"
@@ -72,6 +75,19 @@ def resume_words(resume: Any) -> str | None:
     if inference_only(resume):
         return INFERENCE_ONLY
     return None
+
+
+def restart_words(interruption: Any) -> str | None:
+    """save_api=backup_and_restore: 'killed at epoch 1 batch 11, restarted exact' or '...,
+    restarted drifted 2.1e-02 (data order)' against the same training uninterrupted."""
+    if not interruption:
+        return None
+    where = interruption.get("killed_at") or {}
+    head = f"killed at epoch {where.get('epoch')} batch {where.get('batch')}, restarted"
+    if interruption.get("outcome") == EXACT:
+        return f"{head} exact"
+    return (f"{head} drifted {_fmt(interruption.get('max_abs_diff'), '.1e')} "
+            f"({interruption.get('cause') or 'unknown'})")
 
 
 def _fmt(value: Any, spec: str) -> str:

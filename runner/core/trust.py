@@ -62,7 +62,16 @@ TensorListFromTensor TensorListGetItem TensorListLength TensorListReserve Tensor
 TensorListStack TensorScatterAdd TensorScatterUpdate Tile TopKV2 Transpose TruncateDiv
 TruncatedNormal Unique Unpack UnsortedSegmentMax UnsortedSegmentSum VarHandleOp
 VarIsInitializedOp VariableShape Where While Xdivy Xlog1py Xlogy ZerosLike
+""".split()) | frozenset("""
+CudnnRNNBackpropV3 CudnnRNNV3 DenseBincount IteratorGetNext LookupTableExportV2
+LookupTableImportV2 LookupTableInsertV2 MutableHashTableV2 RaggedTensorToTensor
+StaticRegexReplace StringLower StringSplitV2 UniqueWithCounts
 """.split())
+# The second set: what model=text's SavedModels use (measured, both generations): string ops,
+# an in-memory lookup table (its vocabulary travels in the checkpoint as tensors, through
+# LookupTableExportV2/ImportV2: no file of its own), tf_keras' cuDNN LSTM kernels, and its
+# adapt step's IteratorGetNext (which only reads an iterator it is handed: the dataset ops
+# that would read files are checked on their own).
 # The checkpoint ops of a SavedModel's own saver functions (its saver_def's save and restore).
 SAVER_OPS = frozenset("""
 MergeV2Checkpoints RestoreV2 SaveV2 ShardedFilename StaticRegexFullMatch StringJoin

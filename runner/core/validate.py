@@ -28,6 +28,8 @@ _DEVICE = re.compile(
     r"(/device:(CPU|GPU|TPU):\d+|/(cpu|gpu|tpu):\d+)?$"
 )
 
+PRECISIONS = ("float32", "mixed_float16", "mixed_bfloat16")  # Keras' dtype policies
+
 _RANGES: list[tuple[str, Any, str]] = [
     ("train.epochs", lambda v: v >= 1, "an integer >= 1"),
     ("train.batch_size_per_replica", lambda v: v >= 1, "an integer >= 1"),
@@ -57,6 +59,12 @@ _RANGES: list[tuple[str, Any, str]] = [
     ("mlflow.http_timeout_s", lambda v: v >= 1, "an integer >= 1"),
     ("mlflow.http_max_retries", lambda v: v >= 0, "an integer >= 0"),
     ("mlflow.on_lost", lambda v: v in ("continue", "fail"), "continue or fail"),
+    ("train.precision", lambda v: v in PRECISIONS, ", ".join(PRECISIONS)),
+    ("save_api.save_freq", lambda v: v is None or v == "epoch" or (
+        isinstance(v, int) and not isinstance(v, bool) and v >= 1),
+     "epoch, or an integer >= 1 (a backup every N batches)"),
+    ("save_api.kill_at", lambda v: v is None or 0 <= v < 1,
+     "a fraction of the last epoch's batches in [0, 1)"),
 ]
 
 

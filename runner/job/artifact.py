@@ -207,14 +207,18 @@ def check_model(path: Path) -> None:
 
 def saved_with(cfg: Config, path: Path, result: Result, model: tf.keras.Model,
                compiled: bool = False,
-               input_shape: list[int | None] | None = None) -> dict[str, Any]:
+               input_shape: list[int | None] | None = None,
+               input_dtype: str | None = None) -> dict[str, Any]:
     """What produced the model: a later `load_from` job reports these as its train side."""
     return {
         **{group: cfg[group].name for group in results.TRAIN_SIDE},
+        "train_variant": result.get("train_variant"),
         # What load_api=checkpoint/weights build afresh to restore into, and compile it with.
         "model_options": models.model_options(cfg.model),
         "compile": models.COMPILED_BY_MODEL if compiled else models.compile_spec(cfg.train),
+        "precision": cfg.train.precision,  # the dtype policy a rebuild uses
         "input_shape": input_shape,
+        "input_dtype": input_dtype,  # what hub/tfsm_layer's new Input takes (text: string)
         "save_api_options": {"in_scope": cfg.save_api.in_scope,
                              "variable_policy": cfg.save_api.variable_policy},
         "data": cfg.data.name,
@@ -241,7 +245,8 @@ def stored_model(cfg: Config, out: Path, result: Result) -> Stored:
 
         location = download(cfg.load_from, out / LOAD_FROM, cfg.mlflow)
     stored = read_stored(location.resolve(), cfg.load.trust)
-    result.update({group: stored.saved_with.get(group) for group in results.TRAIN_SIDE})
+    result.update({group: stored.saved_with.get(group)
+                   for group in (*results.TRAIN_SIDE, "train_variant")})
     result["keras_module"] = stored.saved_with.get("keras_module")
     result["replicas"]["train"] = stored.saved_with.get("replicas")
     result["saved_with"] = stored.saved_with

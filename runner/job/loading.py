@@ -117,7 +117,8 @@ def load_hub(request: Request) -> Loaded:
     import tensorflow_hub as hub
 
     loaded = tf.saved_model.load(str(request.path), options=_load_options(request.io_device))
-    inputs = tf.keras.layers.Input(shape=input_shape(request.saved_with), name="input_x")
+    inputs = tf.keras.layers.Input(shape=input_shape(request.saved_with),
+                                   dtype=input_dtype(request.saved_with), name="input_x")
     outputs = hub.KerasLayer(loaded, trainable=True)(inputs)
     model = tf.keras.Model(inputs, outputs)
     models.compile_model(model, request.train, optimizer=request.options.optimizer)
@@ -130,7 +131,8 @@ def load_tfsm_layer(request: Request) -> Loaded:
     """keras.layers.TFSMLayer(dir, trainable=True) in a new model: Keras 3's hub.KerasLayer."""
     layer = tf.keras.layers.TFSMLayer(str(request.path), call_endpoint=SERVING_KEY,
                                       trainable=True)
-    inputs = tf.keras.layers.Input(shape=input_shape(request.saved_with))
+    inputs = tf.keras.layers.Input(shape=input_shape(request.saved_with),
+                                   dtype=input_dtype(request.saved_with))
     model = tf.keras.Model(inputs, single_output(layer(inputs)))
     models.compile_model(model, request.train, optimizer=request.options.optimizer)
     notes = _not_applied(request.io_device, "io_device", "TFSMLayer takes no LoadOptions")
@@ -142,23 +144,42 @@ def load_checkpoint(request: Request) -> Loaded:
     """The same model built afresh (saved_with.json says which) and compiled, its variables and
     its optimizer's slots created, then tf.train.Checkpoint.restore. assert_consumed: every
     value in the checkpoint was used and every variable restored, or TensorFlow's list of those
-    that were not."""
+    that were not (build_first=false: assert_existing_objects_matched)."""
     path, io_device = request.path, request.io_device
     model = fresh_model(request)
-    checkpoint = tf.train.Checkpoint(model=model, optimizer=model.optimizer)
+    counters = {}
+    if request.saved_with.get("save_api") == "backup_and_restore":
+        # tf_keras' BackupAndRestore checkpoints the model (its optimizer with it) beside its own
+        # epoch and batch counters (tf_keras/src/distribute/worker_training_state.py).
+        counters = {name: tf.Variable(-1, dtype=tf.int64)
+                    for name in ("ckpt_saved_epoch", "ckpt_saved_batch")}
+        trained = getattr(model, "_train_counter", None)  # tf_keras' step count of fit
+        checkpoint = tf.train.Checkpoint(
+            model=model, **counters, **({"train_counter": trained} if trained is not None
+                                        else {}))
+    else:
+        checkpoint = tf.train.Checkpoint(model=model, optimizer=model.optimizer)
     prefix = tf.train.latest_checkpoint(str(path)) if path.is_dir() else str(path)
     if prefix is None:
         raise ArtifactError(f"{path} holds no checkpoint (no 'checkpoint' file naming one)")
     status = checkpoint.restore(
         prefix, options=tf.train.CheckpointOptions(experimental_io_device=io_device))
-    names_first(status.assert_consumed)
-    unreached = verify.unreached_variables(checkpoint, model.variables)
+    # build_first=false: the optimizer has no slots yet; what exists must match, and TensorFlow
+    # restores the rest when it is created, where it can (deferred restoration).
+    names_first(status.assert_consumed if request.options.get("build_first", True)
+                else status.assert_existing_objects_matched)
+    unreached, notes = verify.unreached_state(checkpoint, model)
     if unreached:
         raise CheckpointIncomplete(
             f"{len(unreached)} of the model's variables are outside tf.train.Checkpoint's object "
             f"graph, so they were neither saved nor restored (assert_consumed cannot see them): "
             f"{', '.join(unreached)}")
-    return Loaded(predict=models.predictor(model), model=model)
+    if counters:
+        notes.append("BackupAndRestore's counters in the checkpoint: epoch "
+                     f"{int(counters['ckpt_saved_epoch'].numpy())}, batch "
+                     f"{int(counters['ckpt_saved_batch'].numpy())} (restored beside the model; "
+                     "a new fit starts at epoch 0 unless given initial_epoch)")
+    return Loaded(predict=models.predictor(model), model=model, notes=notes)
 
 
 # A variable in TensorFlow's list: tf_keras' `<tf.Variable 'name:0' ...>`, Keras 3's
@@ -207,8 +228,9 @@ def load_weights(request: Request) -> Loaded:
 
 
 def fresh_model(request: Request) -> tf.keras.Model:
-    """The model saved_with.json describes, built and compiled as the train side did, with every
-    variable (its optimizer's slots included) created, ready to be restored into. A target of
+    """The model saved_with.json describes, built and compiled as the train side did (under its
+    dtype policy), with every variable (its optimizer's slots included, unless
+    load_api.build_first=false) created, ready to be restored into. A target of
     the user's is called only where the job's own config names it, or load.trust: a model
     file's saved_with.json is not to choose what code runs here."""
     saved_with = request.saved_with
@@ -224,18 +246,26 @@ def fresh_model(request: Request) -> tf.keras.Model:
             "runner calls only what your config names. Choose the model that builds it "
             f"(model=YOUR_OPTION, or model=custom model._target_={foreign[0]}), or set "
             f"{TRUST_KEY}=true if you trust where the model came from.")
-    model = models.build_from(options)
-    if compile_spec != models.COMPILED_BY_MODEL and not models.is_compiled(model):
-        models.compile_model(model, compile_spec)
-    models.build_variables(model, request.example)
+    with models.dtype_policy(saved_with.get("precision")):
+        model = models.build_from(options)
+        if compile_spec != models.COMPILED_BY_MODEL and not models.is_compiled(model):
+            models.compile_model(model, compile_spec)
+    models.build_variables(model, request.example,
+                           optimizer=request.options.get("build_first", True))
     return model
 
 
 def input_shape(saved_with: Mapping[str, Any]) -> tuple[int | None, ...]:
     """The shape of one example of the model's inputs (the seed's CNN's, for a model saved
     before the runner recorded it)."""
-    shape = saved_with.get("input_shape")
-    return tuple(shape) if shape else models.INPUT_SHAPE
+    shape = saved_with.get("input_shape")  # [] for one string per example (model=text)
+    return tuple(shape) if shape is not None else models.INPUT_SHAPE
+
+
+def input_dtype(saved_with: Mapping[str, Any]) -> str | None:
+    """The dtype of the model's inputs (None: Keras' float32, as for a model saved before the
+    runner recorded it)."""
+    return saved_with.get("input_dtype")
 
 
 def custom_objects(model: Any) -> dict[str, Any]:
@@ -265,7 +295,11 @@ def load(path: Path, cfg: Config, strategy: tf.distribute.Strategy | None,
                       example=None if probe is None else nested.head(probe, 1))
     scope = strategy.scope() if strategy is not None else contextlib.nullcontext()
     with hinting_unregistered(path, request.custom_objects), scope:
-        return LOADERS[cfg.load_api.name](request)
+        loaded = LOADERS[cfg.load_api.name](request)
+    if not cfg.load_api.get("build_first", True) and not apis.LOAD_APIS[cfg.load_api.name].rebuilds:
+        loaded.notes.append(f"load_api.build_first=false not applied: load_api="
+                            f"{cfg.load_api.name} builds no model to restore into")
+    return loaded
 
 
 @contextlib.contextmanager

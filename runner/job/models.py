@@ -5,6 +5,8 @@ user's own (`model._target_`); and their compile."""
 
 from __future__ import annotations
 
+import contextlib
+from collections.abc import Iterator
 from typing import Any
 
 import tensorflow as tf
@@ -54,17 +56,36 @@ def build_target(options: Any) -> tf.keras.Model:
     return model
 
 
+@contextlib.contextmanager
+def dtype_policy(precision: str | None) -> Iterator[None]:
+    """Keras' global dtype policy while a model is built and compiled (each layer keeps the
+    policy it was built with; compile wraps a mixed_float16 model's optimizer in a
+    LossScaleOptimizer); the process's own policy afterwards."""
+    if not precision or precision == "float32":
+        yield
+        return
+    before = tf.keras.mixed_precision.global_policy()
+    tf.keras.mixed_precision.set_global_policy(precision)
+    try:
+        yield
+    finally:
+        tf.keras.mixed_precision.set_global_policy(before)
+
+
 def is_compiled(model: tf.keras.Model) -> bool:
     """Whether the builder compiled it (Keras 3: `compiled`; tf_keras: `_is_compiled`)."""
     return bool(getattr(model, "compiled", getattr(model, "_is_compiled", False)))
 
 
-def build_variables(model: tf.keras.Model, example: Any = None) -> None:
-    """Create the model's and its optimizer's variables now (a subclassed model has none until
-    called, an optimizer's slots none until its first step), so that a restore can match them
-    all at once. `example`: a batch of the model's inputs (default: one of the CNN's)."""
+def build_variables(model: tf.keras.Model, example: Any = None,
+                    optimizer: bool = True) -> None:
+    """Create the model's and (optimizer=True) its optimizer's variables now (a subclassed model
+    has none until called, an optimizer's slots none until its first step), so that a restore
+    can match them all at once. `example`: a batch of the model's inputs (default: one of the
+    CNN's)."""
     model(tf.zeros((1, *INPUT_SHAPE)) if example is None else example, training=False)
-    model.optimizer.build(model.trainable_variables)
+    if optimizer:
+        model.optimizer.build(model.trainable_variables)
 
 
 def compile_model(model: tf.keras.Model, train: Any = None, optimizer: str | None = None,

@@ -30,6 +30,7 @@ def reference(stored: Stored, data: Data, cfg: Config, global_batch: int) -> lis
     stored.logits = nested.to_numpy(predict(nested.constant(data.probe)))
     if nested.is_single(data.probe):
         stored.saved_with["input_shape"] = nested.example_shape(data.probe)
+        stored.saved_with["input_dtype"] = nested.example_dtype(data.probe)
     if model is None or getattr(model, "optimizer", None) is None:
         return [f"reference: {stored.model.name} loaded natively carries no compiled optimizer: "
                 "no resume reference"]

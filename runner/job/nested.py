@@ -20,7 +20,14 @@ SEPARATOR = "__"  # images__0, images__1, images__structure
 
 
 def to_numpy(tree: Tree) -> Tree:
-    return tf.nest.map_structure(lambda t: np.asarray(t), tree)
+    """Every leaf a NumPy array; strings as fixed-width bytes (`S`), since an object array
+    would need pickle to be stored, and probe.npz is read with allow_pickle=False."""
+    return tf.nest.map_structure(_array, tree)
+
+
+def _array(t: Any) -> np.ndarray:
+    array = np.asarray(t)
+    return array.astype(np.bytes_) if array.dtype == object else array
 
 
 def constant(tree: Tree) -> Tree:
@@ -41,6 +48,15 @@ def example_shape(tree: Tree) -> list[int | None] | None:
     if not is_single(tree):
         return None
     return [None if d is None else int(d) for d in np.shape(tree)[1:]]
+
+
+def example_dtype(tree: Tree) -> str | None:
+    """The dtype of a single array's examples as Keras names it (saved_with.json's
+    input_dtype: "float32", "int32", "string"); None for a tree of inputs."""
+    if not is_single(tree):
+        return None
+    kind = np.asarray(tree).dtype
+    return "string" if kind.kind in "SUO" else kind.name
 
 
 def head(tree: Tree, n: int) -> Tree:

@@ -92,7 +92,8 @@ def check_resume(loaded: Loaded, stored: Stored, cfg: Config, result: Result) ->
         why_no_model=f"{INFERENCE_ONLY}: load_api={cfg.load_api.name} gives no trainable model")
     outcome["cause"], outcome["hint"] = explain(
         outcome, stored.saved_with, result["optimizer"]["loaded"], loaded.new_optimizer,
-        (stored.saved_with.get("replicas"), result["replicas"]["load"]))
+        (stored.saved_with.get("replicas"), result["replicas"]["load"]),
+        build_first=cfg.load_api.get("build_first", True))
     if outcome.get("seconds") is not None:
         result["timings"]["resume_s"] = round(
             (result["timings"].get("resume_s") or 0) + outcome["seconds"], 4)

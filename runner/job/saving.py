@@ -19,7 +19,7 @@ import tensorflow as tf
 
 from runner.core import apis
 from runner.core.files import BEFORE_FIT
-from runner.job import models, runtime, verify
+from runner.job import callbacks, models, runtime, verify
 
 # Each takes (model, folder, io_device, variable_policy) and returns (path, notes).
 Saver = Callable[[Any, Path, "str | None", "str | None"], "tuple[Path, list[str]]"]
@@ -82,8 +82,7 @@ def save_checkpoint(model: tf.keras.Model, out: Path, io_device: str | None,
     checkpoint = tf.train.Checkpoint(model=model, optimizer=model.optimizer)
     manager = tf.train.CheckpointManager(checkpoint, str(path), max_to_keep=1)
     manager.save(options=tf.train.CheckpointOptions(experimental_io_device=io_device))
-    notes = []
-    unreached = verify.unreached_variables(checkpoint, model.variables)
+    unreached, notes = verify.unreached_state(checkpoint, model)
     if unreached:
         notes.append(f"tf.train.Checkpoint does not reach {len(unreached)} of the model's "
                      f"variables, so they were not saved: {', '.join(unreached)}")
@@ -107,10 +106,26 @@ def save_weights(model: tf.keras.Model, out: Path, io_device: str | None,
         written = (f"{WEIGHTS_FORMAT_NOTE}tf: tf_keras' default TensorFlow checkpoint "
                    "(model/weights.index, .data-*): the model's object graph, its optimizer "
                    "included")
+        return path, [written, *verify.unreached_state(model, model)[1]]
     return path, [written]
 
 
 WEIGHTS_FORMAT_NOTE = "save_weights format: "  # the start of save_weights' note
+
+
+@saver("model_checkpoint")
+def save_model_checkpoint(model: tf.keras.Model, out: Path, io_device: str | None,
+                          variable_policy: str | None = None) -> tuple[Path, list[str]]:
+    """What tf.keras.callbacks.ModelCheckpoint wrote during fit (runner.job.callbacks): `out`
+    is the job's saved_model/ being made, in the job's output directory."""
+    return callbacks.collect(callbacks.MODEL_CHECKPOINT, out.parent, out)
+
+
+@saver("backup_and_restore")
+def save_backup_and_restore(model: tf.keras.Model, out: Path, io_device: str | None,
+                            variable_policy: str | None = None) -> tuple[Path, list[str]]:
+    """What tf.keras.callbacks.BackupAndRestore left after fit (delete_checkpoint=False)."""
+    return callbacks.collect(callbacks.BACKUP_AND_RESTORE, out.parent, out)
 
 
 apis.check_implemented("save_api", SAVERS, __name__)

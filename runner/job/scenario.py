@@ -20,10 +20,21 @@ from runner.core.constraints import check_sizes
 from runner.core.files import SAVED_MODEL
 from runner.core.result import Result, write
 from runner.core.resume import DRIFTED, ERROR
-from runner.job import artifact, models, native, nested, resume, runtime, verify
+from runner.job import (
+    artifact,
+    callbacks,
+    interruption,
+    models,
+    native,
+    nested,
+    resume,
+    runtime,
+    verify,
+)
 from runner.job import data as datasets
 from runner.job.accuracy import accuracy, compiled_metrics
 from runner.job.artifact import Stored
+from runner.job.callbacks import BACKUP_AND_RESTORE
 from runner.job.data import Data
 from runner.job.loading import Loaded, load
 from runner.job.resave import resave
@@ -77,11 +88,22 @@ def train_side(cfg: Config, out: Path, result: Result, phase: Phase) -> None:
                 "metrics are used (train.optimizer, .loss, .metrics are not)")
         if cfg.model.get("save_before_fit", False):
             result["caveat"] = save_before_fit(model, cfg.save_api.name, out)
-        with timed(result, "train_s"):
+        killed = None
+        if cfg.save_api.name == BACKUP_AND_RESTORE and cfg.save_api.interrupt:
+            point = interruption.kill_point(cfg, data.n_train, global_batch)
+            with timed(result, "interrupted_s"):
+                killed = interruption.run_killed(cfg, out, point)
+        with timed(result, "train_s"):  # with the save API's callback, if it is one
             result["history"]["train"] = train(model, data.train, cfg.train.epochs, cfg,
-                                               "train")
+                                               "train", callbacks.for_fit(cfg, out))
+        result["notes"] += callbacks.leftovers(model)
+        if killed is not None:
+            with timed(result, "uninterrupted_s"):
+                result["interruption"] = interruption.compare(
+                    cfg, strategy, model, result["history"]["train"], killed, global_batch)
+        epochs_run = len(result["history"]["train"].get("loss", [])) or cfg.train.epochs
         result["throughput"]["train_examples_per_s"] = _rate(
-            data.n_train * cfg.train.epochs, result["timings"]["train_s"])
+            data.n_train * epochs_run, result["timings"]["train_s"])
         if cfg.model.get("save_before_fit", False):
             result["caveat"]["traced_after_fit"] = models.has_traced_call(model)
         result["accuracy"]["after_train"] = accuracy(models.predictor(model), data.test)
@@ -100,7 +122,8 @@ def train_side(cfg: Config, out: Path, result: Result, phase: Phase) -> None:
         path = out / SAVED_MODEL / path.name  # where it is once complete
         artifact.write_stored(staging, data.probe, saved_logits,
                               artifact.saved_with(cfg, path, result, model, compiled,
-                                                  nested.example_shape(data.probe)))
+                                                  nested.example_shape(data.probe),
+                                                  nested.example_dtype(data.probe)))
         saved_bytes = artifact.artifact_bytes(staging / path.name)
         result["notes"] += notes
     # Only now is it there: a save that failed names no artifact.
@@ -140,7 +163,8 @@ def load_side(cfg: Config, out: Path, result: Result, phase: Phase) -> None:
     with phase("load"):
         with timed(result, "load_s"):
             loaded = load(stored.model, cfg, load_strategy, stored.saved_with, stored.probe)
-        result["notes"] += loaded.notes
+        # The save side may have said the same of the same files (a checkpoint's gaps).
+        result["notes"] += [n for n in loaded.notes if n not in result["notes"]]
         record_loaded(loaded, stored, load_strategy, result)
     if not stored.native:
         data = _load_data(cfg, global_batch, result, phase)

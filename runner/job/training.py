@@ -3,7 +3,7 @@ the loaded model kept training (or serving) on this side's data."""
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import tensorflow as tf
 
@@ -22,7 +22,7 @@ def build_model(cfg: Config, strategy: tf.distribute.Strategy) -> tuple[tf.keras
     """Build and compile inside the training strategy's scope, as the seed's get_model does: the
     built-in CNN or the user's `model._target_`. A model its builder compiled keeps its own
     compile. Returns the model and whether the builder had compiled it."""
-    with strategy.scope():
+    with strategy.scope(), models.dtype_policy(cfg.train.precision):
         model = models.build_from(cfg.model)
         compiled = models.is_compiled(model)
         if not compiled:
@@ -31,14 +31,16 @@ def build_model(cfg: Config, strategy: tf.distribute.Strategy) -> tuple[tf.keras
 
 
 def train(model: tf.keras.Model, dataset: tf.data.Dataset, epochs: int, cfg: Config,
-          name: str) -> dict[str, list[float]]:
-    """model.fit; returns the per-epoch loss and accuracy. In a tracked job's chief, each epoch
-    also goes to the MLflow run as it ends (`<name>_loss`, ...: runner.tracking.handover)."""
-    hand_over = handover.epoch_callback(name)
+          name: str, callbacks: list[Any] | None = None,
+          hand_over: bool = True) -> dict[str, list[float]]:
+    """model.fit (with the save API's `callbacks`, runner.job.callbacks); returns the per-epoch
+    loss and accuracy. In a tracked job's chief, each epoch also goes to the MLflow run as it
+    ends (`<name>_loss`, ...: runner.tracking.handover), unless hand_over=False."""
+    relay = handover.epoch_callback(name) if hand_over else None
     # shuffle=False: a tf.data dataset is shuffled by the pipeline; Keras ignores (and warns
     # about) shuffle=True for it.
     history = model.fit(dataset, epochs=epochs, verbose=cfg.verbose, shuffle=False,
-                        callbacks=[hand_over] if hand_over else None).history
+                        callbacks=[*(callbacks or []), *([relay] if relay else [])]).history
     return {("accuracy" if name.endswith("accuracy") else name): [float(v) for v in values]
             for name, values in history.items()}
 

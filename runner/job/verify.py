@@ -41,14 +41,27 @@ def verify_logits(predict: Callable[[Any], Any], probe: Any, saved_logits: Any,
 RANDOM_LAYER_WORDS = ("Dropout", "Noise", "Random")
 
 
-def optimizer_state(model: tf.keras.Model | None) -> dict[str, int] | None:
-    """The optimizer's step count and number of variables (iterations and slots included)."""
+def optimizer_state(model: tf.keras.Model | None) -> dict[str, Any] | None:
+    """The optimizer's step count and number of variables (iterations and slots included);
+    for mixed_float16's LossScaleOptimizer also its loss scale and the steps since the scale
+    last changed (its growth counter)."""
     optimizer = getattr(model, "optimizer", None)
     if optimizer is None:
         return None
     variables = optimizer.variables
     variables = variables() if callable(variables) else variables  # tf_keras: a method
-    return {"iterations": int(optimizer.iterations.numpy()), "variables": len(variables)}
+    state: dict[str, Any] = {"class": type(optimizer).__name__,
+                             "iterations": int(optimizer.iterations.numpy()),
+                             "variables": len(variables)}
+    # Keras 3: dynamic_scale, step_counter; tf_keras: loss_scale, dynamic_counter.
+    scale = getattr(optimizer, "dynamic_scale", None)
+    scale = getattr(optimizer, "loss_scale", None) if scale is None else scale
+    counter = getattr(optimizer, "step_counter", getattr(optimizer, "dynamic_counter", None))
+    if scale is not None and not callable(scale):
+        state["loss_scale"] = float(tf.convert_to_tensor(scale).numpy())
+        if counter is not None:
+            state["loss_scale_steps"] = int(tf.convert_to_tensor(counter).numpy())
+    return state
 
 
 def random_layers(model: tf.keras.Model) -> list[str]:
@@ -56,7 +69,9 @@ def random_layers(model: tf.keras.Model) -> list[str]:
     found = []
     for layer in _layers(model):
         name = type(layer).__name__
-        if any(word in name for word in RANDOM_LAYER_WORDS) and name not in found:
+        # A Dropout of rate 0 draws nothing (MultiHeadAttention holds one by default).
+        idle = any(getattr(layer, key, None) == 0 for key in ("rate", "stddev"))
+        if any(word in name for word in RANDOM_LAYER_WORDS) and not idle and name not in found:
             found.append(name)
     return found
 
@@ -106,9 +121,36 @@ def unreached_variables(root: Any, variables: list[Any]) -> list[str]:
     def inner(v: Any) -> Any:
         return v.value if isinstance(getattr(type(v), "value", None), property) else v
 
-    return [getattr(v, "path", None) or v.name for v in variables
-            if id(v) not in reached and id(inner(v)) not in reached]
+    return [getattr(v, "path", None) or getattr(v, "name", None) or type(v).__name__
+            for v in variables if id(v) not in reached and id(inner(v)) not in reached]
 
+
+# Keras 3's SeedGenerator state (an LSTM's, a Dropout's): where a random stream stands, not what
+# the model computes. tf.train.Checkpoint does not reach it (measured: model=text's LSTMs).
+RNG_STATE = "seed_generator_state"
+
+
+def unreached_state(root: Any, model: Any) -> tuple[list[str], list[str]]:
+    """What of the model's state a TensorFlow checkpoint from `root` leaves out: (the variables
+    it does not reach, notes on the rest it does not reach: random streams' states, and
+    vocabularies tf_keras saves only into .keras/.h5 files through a weight handler)."""
+    names = unreached_variables(root, model.variables)
+    streams = [n for n in names if n.endswith(RNG_STATE)]
+    handlers = [v for v in model.variables if not hasattr(v, "numpy") and hasattr(v, "_layer")]
+    handled = {type(v).__name__ for v in handlers}
+    unreached = [n for n in names if not n.endswith(RNG_STATE) and n not in handled]
+    notes = []
+    if streams:
+        notes.append(f"the checkpoint does not hold {len(streams)} random-stream state(s) "
+                     f"({', '.join(streams)}): the layers' random streams restart after loading")
+    if handlers:
+        layers = ", ".join(dict.fromkeys(getattr(v._layer, "name", "?") for v in handlers))
+        notes.append(
+            f"the checkpoint does not hold the vocabulary of {layers} (tf_keras saves it into "
+            f".keras/.h5 files only, through a {', '.join(sorted(handled))}): the model built "
+            "afresh to restore into keeps the vocabulary its builder adapted; verify compares "
+            "the logits, so a builder that adapts another vocabulary fails there")
+    return unreached, notes
 
 def pinned_devices(saved_model_dir: Path, key: str = "serving_default",
                    first: int = 5) -> dict[str, Any] | None:

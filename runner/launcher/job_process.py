@@ -51,10 +51,16 @@ def report(result: Result, output_dir: Path) -> None:
 
 def job_sides(cfg: Config) -> list[str]:
     """The job's processes: one, unless its sides need different Keras generations (fixed per
-    process); a `load_from` job has only a load side."""
+    process) or are both MirroredStrategy; a `load_from` job has only a load side.
+
+    Two MirroredStrategy objects in one process share TensorFlow's collective instance keys, and
+    the runtime remembers each instance's shapes: measured, model=transformer's sparse embedding
+    gradients (gathered, of varying size) failed on the load side with 'Shape mismatch in the
+    collective instance'; its load side in a process of its own resumed exactly."""
     if cfg.load_from:
         return ["load"]
-    if cfg.load_keras.name != cfg.keras.name:
+    if cfg.load_keras.name != cfg.keras.name or (
+            cfg.strategy.name == cfg.load_strategy.name == "mirrored"):
         return ["train", "load"]
     return ["both"]
 

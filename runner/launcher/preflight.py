@@ -86,7 +86,8 @@ def choose_save_api(cfg: Config) -> None:
         cfg.save_api.paired_with = cfg.load_api.name
         return
     expected = hints.expected_failure(cfg.save_api.name, cfg.load_api.name, cfg.keras.name,
-                                      cfg.load_keras.name)
+                                      cfg.load_keras.name,
+                                      bool(cfg.save_api.get("weights_only", False)))
     if expected:
         print(f"Warning: save_api={cfg.save_api.name} load_api={cfg.load_api.name} "
               f"(keras={cfg.keras.name}) is {expected}.", file=sys.stderr, flush=True)

@@ -20,12 +20,13 @@ from typing import Any
 
 from runner.core import resume as resumes
 from runner.core.files import MATRIX_FORMATS, matrix_file
-from runner.core.result import DIMENSIONS, Result
+from runner.core.result import DIMENSIONS, VARIANTS, Result
 from runner.core.summary import resume_words
 from runner.core.text import first_line
 
-ROW_DIMS = ("tutorial_step", "load_from", "save_api", "keras", "strategy", "model", "data")
-COL_DIMS = ("load_api", "load_keras", "load_strategy")
+ROW_DIMS = ("tutorial_step", "load_from", "save_api", "train_variant", "keras", "strategy",
+            "model", "data")
+COL_DIMS = ("load_api", "load_variant", "load_keras", "load_strategy")
 REASON_CHARS = 60
 _PATH = re.compile(r"/[\w.\-/{}|]{3,}")
 
@@ -85,7 +86,14 @@ def record_from_result(result: Result | Mapping[str, Any]) -> dict[str, Any]:
     return {**{d: result.get(d) for d in DIMENSIONS}, "status": result["status"],
             "phase": error.get("phase"), "type": error.get("type"),
             "message": error.get("message"), "resume": result.get("resume"),
+            "restart": _restart(result.get("interruption")),
             "run_id": result.get("mlflow_run_id")}
+
+
+def _restart(interruption: Mapping[str, Any] | None) -> dict[str, Any] | None:
+    if not interruption:
+        return None
+    return {"outcome": interruption.get("outcome"), "cause": interruption.get("cause")}
 
 
 def record_from_run(tags: Mapping[str, str], metrics: Mapping[str, float] | None = None,
@@ -96,9 +104,12 @@ def record_from_run(tags: Mapping[str, str], metrics: Mapping[str, float] | None
         resume = {"outcome": tags["resume"], "cause": tags.get("resume_cause"),
                   "reason": tags.get("resume_cause"),
                   "max_abs_diff": (metrics or {}).get("resume_max_abs_diff")}
+    restart = ({"outcome": tags["restart"], "cause": tags.get("restart_cause")}
+               if tags.get("restart") else None)
     return {**{d: tags.get(d) for d in DIMENSIONS}, "status": tags.get("status"),
             "phase": tags.get("error_phase"), "type": tags.get("error_type"),
-            "message": tags.get("error_message"), "resume": resume, "run_id": run_id}
+            "message": tags.get("error_message"), "resume": resume, "restart": restart,
+            "run_id": run_id}
 
 
 def outcome(record: Mapping[str, Any]) -> str:
@@ -108,11 +119,16 @@ def outcome(record: Mapping[str, Any]) -> str:
 
 
 def judge(record: Mapping[str, Any]) -> Outcome:
-    """The job's outcome, read from its status and its resume check once."""
+    """The job's outcome, read from its status and its resume check once (and for
+    save_api=backup_and_restore, how the killed training came back: 'restart exact')."""
+    restart = record.get("restart") or {}
+    restarted = (f", restart {restart['outcome']}"
+                 + (f" ({restart['cause']})" if restart.get("cause") else "")
+                 if restart.get("outcome") else "")
     if record["status"] == "passed":
         resume = record.get("resume") or {}
         words = resume_words(resume)
-        text = f"passed, {words}" if words else "passed"
+        text = (f"passed, {words}" if words else "passed") + restarted
         cause = resume.get("cause") or "unknown"
         if resume.get("outcome") == resumes.DRIFTED:
             return Outcome(Kind.DRIFTED, text, f"drifted\n{cause}")
@@ -134,7 +150,7 @@ def judge(record: Mapping[str, Any]) -> Outcome:
 def build(records: Iterable[Mapping[str, Any]]) -> Matrix:
     """Only the dimensions the sweep varied become headers; several jobs in one cell are joined."""
     records = list(records)
-    varied = [d for d in DIMENSIONS if len({str(r.get(d)) for r in records}) > 1]
+    varied = [d for d in DIMENSIONS if len({_value(r, d) for r in records}) > 1]
     if all(str(r.get("load_keras")) == str(r.get("keras")) for r in records):
         varied = [d for d in varied if d != "load_keras"]  # it followed keras: no news
     if "tutorial_step" in varied:  # a step names its APIs and strategies: they add no row
@@ -151,8 +167,8 @@ def build(records: Iterable[Mapping[str, Any]]) -> Matrix:
     runs: dict[Key, list[str]] = {}
     outcomes: dict[Key, list[Outcome]] = {}
     for r in records:
-        row = tuple(str(r.get(d)) for d in row_dims)
-        col = tuple(str(r.get(d)) for d in col_dims)
+        row = tuple(_value(r, d) for d in row_dims)
+        col = tuple(_value(r, d) for d in col_dims)
         rows += [row] if row not in rows else []
         cols += [col] if col not in cols else []
         judged = judge(r)
@@ -163,6 +179,12 @@ def build(records: Iterable[Mapping[str, Any]]) -> Matrix:
         if r.get("run_id"):
             runs.setdefault((row, col), []).append(r["run_id"])
     return Matrix(row_dims, col_dims, rows, cols, cells, runs, outcomes)
+
+
+def _value(record: Mapping[str, Any], dim: str) -> str:
+    """A dimension's value as the matrix shows it (a variant at its defaults: "default")."""
+    value = record.get(dim)
+    return "default" if value is None and dim in VARIANTS else str(value)
 
 
 def _follows(records: list[Mapping[str, Any]], dim: str, by: str = "tutorial_step") -> bool:

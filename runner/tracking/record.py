@@ -17,7 +17,7 @@ from mlflow.utils.validation import MAX_PARAM_VAL_LENGTH
 from omegaconf import OmegaConf
 
 from runner.core import files, redact
-from runner.core.result import DIMENSIONS, EXTRA_DIMENSIONS, GROUPS, Result
+from runner.core.result import DIMENSIONS, EXTRA_DIMENSIONS, GROUPS, Result, variants
 from runner.core.text import first_line
 from runner.tracking.curves import curves_figure
 
@@ -70,6 +70,7 @@ def params(cfg: Config) -> dict[str, str]:
 def start_tags(cfg: Config, output_dir: Path, overrides: list[str]) -> dict[str, str]:
     tags = {group: str(cfg[group].name) for group in GROUPS}
     tags.update({key: str(cfg[key]) for key in EXTRA_DIMENSIONS if cfg[key]})
+    tags.update({key: value for key, value in variants(cfg).items() if value})
     tags.update({
         "status": "running",
         "overrides": " ".join(overrides) or "(defaults)",
@@ -101,6 +102,11 @@ def result_tags(result: Result) -> dict[str, str]:
         cause = resume.get("cause") or resume.get("reason")
         if cause:
             tags["resume_cause"] = cause
+    restart = result.get("interruption") or {}
+    if restart.get("outcome"):  # save_api=backup_and_restore: killed and started again
+        tags["restart"] = restart["outcome"]
+        if restart.get("cause"):
+            tags["restart_cause"] = restart["cause"]
     if result.get("distributed_variables"):
         tags["distributed_variables"] = result["distributed_variables"]
     mlflow_model = result.get("mlflow_model") or {}
@@ -130,6 +136,7 @@ def metrics(result: Result, all_phases: bool = False,
         "max_abs_diff": result.get("max_abs_diff"),
         "artifact_bytes": result.get("artifact_bytes"),
         "resume_max_abs_diff": (result.get("resume") or {}).get("max_abs_diff"),
+        "restart_max_abs_diff": (result.get("interruption") or {}).get("max_abs_diff"),
         "resave_max_abs_diff": (result.get("resave") or {}).get("max_abs_diff"),
         "pinned_devices": (result.get("pinned_devices") or {}).get("count"),
     }

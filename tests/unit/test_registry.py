@@ -23,9 +23,14 @@ def conf_options(group: str) -> set[str]:
 def test_every_group_option_in_conf_has_its_schema_and_the_reverse(group):
     # model=custom, data=custom: the user's `_target_`, checked by its target, not a schema.
     own = {"custom"} if group in schema.TARGET_GROUPS else set()
-    assert conf_options(group) == set(schema.OPTION_SCHEMAS[group]) | own
+    presets = set(schema.TARGET_PRESETS.get(group, ()))
+    assert conf_options(group) == set(schema.OPTION_SCHEMAS[group]) | own | presets
     for option in own:
         assert yaml.safe_load((CONF / group / f"{option}.yaml").read_text())["_target_"] == "???"
+    for option in presets:  # the families: `_target_` options named as they are chosen
+        node = yaml.safe_load((CONF / group / f"{option}.yaml").read_text())
+        assert node["_target_"].startswith("runner.job.families."), option
+        assert node["name"] == option
     for option in schema.OPTION_SCHEMAS[group]:
         text = (CONF / group / f"{option}.yaml").read_text()
         node = yaml.safe_load(text)
@@ -62,7 +67,8 @@ def test_the_job_implements_every_api_of_the_table_once():
 
 
 def test_a_missing_or_unknown_implementation_fails_at_import_naming_it():
-    with pytest.raises(RuntimeError, match="save_api=weights has no implementation"):
+    last = list(apis.SAVE_APIS)[-1]
+    with pytest.raises(RuntimeError, match=f"save_api={last} has no implementation"):
         apis.check_implemented("save_api", dict.fromkeys(list(apis.SAVE_APIS)[:-1]), "here")
     with pytest.raises(RuntimeError, match="load_api=pickle is not in the registry"):
         apis.check_implemented("load_api", dict.fromkeys([*apis.LOAD_APIS, "pickle"]), "here")
@@ -75,7 +81,8 @@ def test_the_help_lists_each_groups_options_from_the_table():
         if group != "load_keras":  # "(= keras) | v3 | legacy": it follows keras
             assert f"${{runner.options:{group}}}" in template, group
     assert schema.group_options("save_api") == (
-        "auto | keras | saved_model | keras_saved_model | export | checkpoint | weights")
+        "auto | keras | saved_model | keras_saved_model | export | checkpoint | weights | "
+        "model_checkpoint | backup_and_restore")
 
 
 @pytest.mark.parametrize("load_api", list(apis.LOAD_APIS))

@@ -34,7 +34,7 @@ def test_every_field_the_job_adds_is_declared():
     name in runner/; a new one must be declared in results.Result, the contract)."""
     declared = set(typing.get_type_hints(results.Result))
     added = {"phase", "clock", "data_sizes", "caveat", "saved_with", "cluster", "cluster_start",
-             "mlflow_model", "metrics_logged_live", "tracking", "metrics"}
+             "mlflow_model", "metrics_logged_live", "tracking", "metrics", "interruption"}
     assert added <= declared
     assert declared - set(typing.get_type_hints(results._Always)) == added
 
@@ -99,3 +99,17 @@ def test_resume_in_a_few_words():
     assert resume_words({"outcome": "n/a", "reason": "inference only: x"}) == "inference only"
     assert resume_words({"outcome": "n/a", "reason": "verify.resume_steps=0"}) is None
     assert resume_words(None) is None
+
+
+def test_the_options_that_make_another_cell_are_its_variants():
+    plain = OmegaConf.create({"train": {"precision": "float32"},
+                              "save_api": {"name": "backup_and_restore", "save_freq": "epoch",
+                                           "interrupt": True},
+                              "load_api": {"name": "weights", "build_first": True}})
+    assert results.variants(plain) == {"train_variant": None, "load_variant": None}
+    changed = OmegaConf.merge(plain, {"train": {"precision": "mixed_float16"},
+                                      "save_api": {"save_freq": 5, "interrupt": False},
+                                      "load_api": {"build_first": False}})
+    assert results.variants(changed) == {
+        "train_variant": "mixed_float16 save_freq=5 uninterrupted",
+        "load_variant": "build_first=false"}

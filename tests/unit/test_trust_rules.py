@@ -39,7 +39,8 @@ def test_ops_outside_the_allow_list_are_named_and_the_savers_own_ops_allowed_the
 def test_no_file_or_process_op_is_on_the_allow_list():
     touching = {"ReadFile", "WriteFile", "MatchingFiles", "PrintV2", "Print", "ImmutableConst",
                 "PyFunc", "EagerPyFunc", "SaveV2", "RestoreV2", "Save", "Restore",
-                "TFRecordDataset", "WholeFileReaderV2", "WriteSummary", "DebugIdentityV2"}
+                "TFRecordDataset", "WholeFileReaderV2", "WriteSummary", "DebugIdentityV2",
+                "InitializeTableFromTextFileV2"}
     assert touching & trust.COMPUTE_OPS == set()
 
 
