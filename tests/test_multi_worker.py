@@ -60,6 +60,34 @@ def test_two_local_workers_train_save_load_and_continue(tmp_path):
     assert any("mlflow.log_model skipped" in note for note in r["notes"])
 
 
+@pytest.mark.parametrize("path", ["resume_path=model_checkpoint",
+                                  "resume_path=backup_and_restore_checkpoint"])
+def test_callbacks_save_on_every_worker_and_leave_one_artifact(tmp_path, path):
+    """ModelCheckpoint and BackupAndRestore (uninterrupted: a kill of one process is no
+    multi-worker restart) under two workers: every worker takes part in the save, tf_keras
+    keeps the chief's files only, and the other worker saves its own copy for its load side
+    (the chief joining that save's collective); nothing hangs, one artifact results."""
+    job = tmp_path / "run"
+    extra = ["save_api.interrupt=false"] if "backup" in path else []
+    proc = runner(f"hydra.run.dir={job}", *MULTI_WORKER, path, *extra, *FAST, "train.epochs=2",
+                  timeout=300)
+    r = read_result(job)
+    assert proc.returncode == 0, (r.get("error"), proc.stdout[-2000:])
+    assert r["replicas"]["train"] == 2 and r["resume"]["outcome"] == "exact"
+    assert [p.name for p in (job / "callback").iterdir()] == (
+        ["model.keras"] if "model_checkpoint" in path else ["backup"])
+    workers = json.loads((job / "workers.json").read_text())
+    assert not Path(workers[1]["output_dir"]).exists()
+    assert "save its own copy" not in (job / "job.log").read_text()  # the chief copied its own
+
+
+def test_backup_and_restore_refuses_to_kill_a_cluster(tmp_path):
+    proc = runner(f"hydra.run.dir={tmp_path / 'run'}", *MULTI_WORKER,
+                  "save_api=backup_and_restore", "load_api=checkpoint")
+    assert proc.returncode == 2 and "set save_api.interrupt=false" in proc.stderr
+    assert not (tmp_path / "run" / "result.json").exists()
+
+
 def test_keras3_fails_in_fit_with_the_hint(run_job):
     proc, r = run_job("strategy=multi_worker_mirrored", "keras=v3")
     assert proc.returncode == 1

@@ -78,9 +78,24 @@ def validate(cfg: Config) -> None:
     check_compile(cfg.train)
     for key in [*(key for key, _, _ in _RANGES), *DEVICE_KEYS]:
         check(key, OmegaConf.select(cfg, key))
+    check_interruption(cfg)
     sizes = split_sizes(cfg)
     if sizes is not None:
         check_sizes(cfg, *sizes)
+
+
+def check_interruption(cfg: Config) -> None:
+    """save_api=backup_and_restore's kill and restart runs one training process of its own
+    (runner.job.interruption): not a cluster of workers."""
+    save_api = cfg.save_api
+    if (save_api.name == "backup_and_restore" and save_api.get("interrupt")
+            and cfg.strategy.name == "multi_worker_mirrored"):
+        raise ConfigError(
+            "save_api=backup_and_restore with save_api.interrupt=true kills and restarts one "
+            "training process; under strategy=multi_worker_mirrored every worker would have to "
+            "be killed and restarted together, which the runner does not do: set "
+            "save_api.interrupt=false (BackupAndRestore still backs up, every worker taking "
+            "part), or train under strategy=mirrored.")
 
 
 def check_keys(cfg: Config) -> None:

@@ -5,5 +5,6 @@ per side of a job. It prepares TensorFlow's runtime for its Keras generation and
 (`verify`, `accuracy`), the resume check (`resume`), continue, resave (`resave`), on the
 models and data of `models` and `data` (the built-in ones or the user's `_target_`); a model
 saved outside the runner gets its reference from `native`; trees of inputs and outputs are
-handled by `nested`.
+handled by `nested`. The save APIs that are Keras callbacks during fit live in `callbacks`,
+BackupAndRestore's kill and restart in `interruption`, the model families in `families`.
 """

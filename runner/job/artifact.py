@@ -217,6 +217,7 @@ def saved_with(cfg: Config, path: Path, result: Result, model: tf.keras.Model,
         "model_options": models.model_options(cfg.model),
         "compile": models.COMPILED_BY_MODEL if compiled else models.compile_spec(cfg.train),
         "precision": cfg.train.precision,  # the dtype policy a rebuild uses
+        "low_precision_layers": len(verify.low_precision_layers(model)) or None,
         "input_shape": input_shape,
         "input_dtype": input_dtype,  # what hub/tfsm_layer's new Input takes (text: string)
         "save_api_options": {"in_scope": cfg.save_api.in_scope,

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import json
 import shutil
+import tempfile
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -35,6 +36,11 @@ BACKUP = "backup"  # BackupAndRestore's backup_dir, in callback/
 
 def folder(out: Path) -> Path:
     return out / CALLBACK_DIR
+
+
+# What this process's callback writes to (for_fit): where a non-chief worker, whose files
+# tf_keras writes into a temporary folder and removes, saves its own copy instead (collect).
+_WRITES: dict[str, Path] = {}
 
 
 def for_fit(cfg: Config, out: Path) -> list[Any]:
@@ -56,6 +62,7 @@ def model_checkpoint(where: Path, weights_only: bool) -> Any:
         path = where / "model.weights.h5"  # Keras 3 takes nothing else for weights only
     else:
         path = where / "model" / "weights"  # tf_keras' default: a TensorFlow checkpoint
+    _WRITES[MODEL_CHECKPOINT] = path
     return tf.keras.callbacks.ModelCheckpoint(str(path), save_weights_only=weights_only,
                                               save_freq="epoch", verbose=0)
 
@@ -90,10 +97,20 @@ def leftovers(model: Any) -> list[str]:
     return notes
 
 
-def collect(name: str, job_out: Path, staging: Path) -> tuple[Path, list[str]]:
+def collect(name: str, job_out: Path, staging: Path, model: Any) -> tuple[Path, list[str]]:
     """Copy what the callback wrote into `staging` (the saved_model/ being made): the path of the
-    model in it, and notes."""
+    model in it, and notes. A non-chief worker of a MultiWorkerMirroredStrategy, which the
+    callback made write into a temporary folder it then removed, saves its own copy."""
     written = folder(job_out)
+    if not writes_files(model):
+        return own_copy(name, model, staging)
+    if isinstance(getattr(model, "distribute_strategy", None),
+                  tf.distribute.MultiWorkerMirroredStrategy):
+        # The others' copies read sync-on-read variables (the metrics'), a collective the chief
+        # must join: measured, without it the next collective met another one ('Collective
+        # instance 344 expected ... data_type 9 but got ... data_type 1').
+        with tempfile.TemporaryDirectory(prefix="runner-join-save-") as scratch:
+            own_copy(name, model, Path(scratch))
     if name == MODEL_CHECKPOINT:
         found = sorted(p for p in written.iterdir() if p.name.startswith("model"))
         if len(found) != 1:
@@ -120,6 +137,38 @@ def collect(name: str, job_out: Path, staging: Path) -> tuple[Path, list[str]]:
             "optimizer included) and its epoch and batch counters"]
     found = sorted(p.name for p in backup.iterdir()) if backup.is_dir() else "no folder"
     raise FileNotFoundError(f"BackupAndRestore left nothing to load in {backup}: {found}")
+
+
+def writes_files(model: Any) -> bool:
+    """Whether this process's callbacks keep what they write: not a non-chief worker (tf_keras'
+    distributed_file_utils: it writes into workertemp_<i>/ and removes it)."""
+    strategy = getattr(model, "distribute_strategy", None)
+    return strategy is None or bool(strategy.extended.should_checkpoint)
+
+
+def own_copy(name: str, model: Any, staging: Path) -> tuple[Path, list[str]]:
+    """A non-chief worker's copy of what the chief's callback wrote, in the same format, for its
+    own load side (the chief's saved_model/ is the job's one artifact)."""
+    note = ("a non-chief worker: the callback wrote into a temporary folder and removed it; this "
+            "worker saved its own copy in the same format for its load side")
+    if name == MODEL_CHECKPOINT:
+        expected = _WRITES[MODEL_CHECKPOINT]
+        if expected.name == "model.keras":
+            model.save(str(staging / "model.keras"))
+            return staging / "model.keras", [note]
+        if expected.name == "model.weights.h5":
+            model.save_weights(str(staging / "model.weights.h5"))
+            return staging / "model.weights.h5", [note]
+        (staging / "model").mkdir()
+        model.save_weights(str(staging / "model" / "weights"))
+        return staging / "model", [note]
+    # tf_keras' BackupAndRestore: the model beside its counters, as WorkerTrainingState writes.
+    counters = {key: tf.Variable(-1, dtype=tf.int64)
+                for key in ("ckpt_saved_epoch", "ckpt_saved_batch")}
+    checkpoint = tf.train.Checkpoint(model=model, **counters,
+                                     train_counter=model._train_counter)
+    tf.train.CheckpointManager(checkpoint, str(staging / "model"), max_to_keep=1).save()
+    return staging / "model", [note]
 
 
 def _copy(source: Path, target: Path) -> Path:

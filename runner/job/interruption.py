@@ -51,6 +51,7 @@ def run_killed(cfg: Config, out: Path, point: tuple[int, int]) -> dict[str, Any]
     from runner.tracking.handover import EPOCHS_ENV
 
     start = time.perf_counter()
+    folder(out).mkdir(parents=True, exist_ok=True)  # a kill before the first backup: no folder
     env = {k: v for k, v in os.environ.items() if k != EPOCHS_ENV}  # its epochs are not the run's
     env[PARENT_ENV] = str(os.getpid())  # it dies with this job process (die_with_parent)
     # The config on stdin, not in a file: it may hold a tracking URI's credentials.

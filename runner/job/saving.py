@@ -118,14 +118,14 @@ def save_model_checkpoint(model: tf.keras.Model, out: Path, io_device: str | Non
                           variable_policy: str | None = None) -> tuple[Path, list[str]]:
     """What tf.keras.callbacks.ModelCheckpoint wrote during fit (runner.job.callbacks): `out`
     is the job's saved_model/ being made, in the job's output directory."""
-    return callbacks.collect(callbacks.MODEL_CHECKPOINT, out.parent, out)
+    return callbacks.collect(callbacks.MODEL_CHECKPOINT, out.parent, out, model)
 
 
 @saver("backup_and_restore")
 def save_backup_and_restore(model: tf.keras.Model, out: Path, io_device: str | None,
                             variable_policy: str | None = None) -> tuple[Path, list[str]]:
     """What tf.keras.callbacks.BackupAndRestore left after fit (delete_checkpoint=False)."""
-    return callbacks.collect(callbacks.BACKUP_AND_RESTORE, out.parent, out)
+    return callbacks.collect(callbacks.BACKUP_AND_RESTORE, out.parent, out, model)
 
 
 apis.check_implemented("save_api", SAVERS, __name__)

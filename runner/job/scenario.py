@@ -96,7 +96,8 @@ def train_side(cfg: Config, out: Path, result: Result, phase: Phase) -> None:
         with timed(result, "train_s"):  # with the save API's callback, if it is one
             result["history"]["train"] = train(model, data.train, cfg.train.epochs, cfg,
                                                "train", callbacks.for_fit(cfg, out))
-        result["notes"] += callbacks.leftovers(model)
+        if cfg.save_api.name == BACKUP_AND_RESTORE:
+            result["notes"] += callbacks.leftovers(model)
         if killed is not None:
             with timed(result, "uninterrupted_s"):
                 result["interruption"] = interruption.compare(
@@ -109,6 +110,7 @@ def train_side(cfg: Config, out: Path, result: Result, phase: Phase) -> None:
         result["accuracy"]["after_train"] = accuracy(models.predictor(model), data.test)
         own_metrics(result, "after_train", model, data)
         saved_logits = nested.to_numpy(model(nested.constant(data.probe), training=False))
+        verify.check_finite(saved_logits, model, result["history"]["train"])
         result["optimizer"]["saved"] = verify.optimizer_state(model)
         result["random_layers"] = verify.random_layers(model)
     with artifact.staged(out) as staging, phase("save"):
@@ -169,8 +171,12 @@ def load_side(cfg: Config, out: Path, result: Result, phase: Phase) -> None:
     if not stored.native:
         data = _load_data(cfg, global_batch, result, phase)
     with phase("verify"):
-        result["max_abs_diff"] = verify.verify_logits(loaded.predict, stored.probe,
-                                                      stored.logits, cfg.verify.tolerance)
+        try:
+            result["max_abs_diff"] = verify.verify_logits(loaded.predict, stored.probe,
+                                                          stored.logits, cfg.verify.tolerance)
+        except verify.VerificationError as e:
+            e.hint = verify.precision_hint(stored.saved_with, loaded.model)
+            raise
         result["accuracy"]["after_load"] = accuracy(loaded.predict, data.test)
         own_metrics(result, "after_load", loaded.model, data)
     with phase("continue"):  # the resume steps are the first steps of continuing

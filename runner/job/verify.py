@@ -36,6 +36,48 @@ def verify_logits(predict: Callable[[Any], Any], probe: Any, saved_logits: Any,
     return diff
 
 
+class TrainingDiverged(RuntimeError):
+    """The trained model computes NaN or inf: there is nothing to save and compare."""
+
+
+def check_finite(logits: Any, model: Any, history: dict[str, list[float]]) -> None:
+    """The trained model's probe logits are finite, or TrainingDiverged with what was seen."""
+    import numpy as np
+
+    if all(np.isfinite(np.asarray(x, dtype=np.float64)).all() for x in nested.leaves(logits)):
+        return
+    state = optimizer_state(model) or {}
+    losses = history.get("loss") or []
+    scale = (f"; its LossScaleOptimizer's loss scale ended at {state['loss_scale']:g}"
+             if "loss_scale" in state else "")
+    raise TrainingDiverged(
+        f"the trained model's probe logits are not finite (NaN or inf): training diverged "
+        f"(last epoch's loss {losses[-1] if losses else 'unknown'}){scale}")
+
+
+def low_precision_layers(model: Any) -> list[str]:
+    """The layers that compute in float16 or bfloat16 (train.precision=mixed_*)."""
+    return [layer.name for layer in _layers(model)
+            if str(getattr(layer, "compute_dtype", "")) in ("float16", "bfloat16")]
+
+
+def precision_hint(saved_with: dict[str, Any], model: Any) -> str | None:
+    """Why a mixed-precision model's logits changed on loading, where fewer of its layers
+    compute in half precision than when it was saved (measured, not guessed)."""
+    saved = saved_with.get("low_precision_layers")
+    if not saved or model is None:
+        return None
+    loaded = low_precision_layers(model)
+    if len(loaded) >= saved:
+        return None
+    return (f"{saved} of the model's layers computed in half precision when it was saved, "
+            f"{len(loaded)} after loading: layers a custom layer makes in __init__ without "
+            "passing its dtype policy take the loading process's global policy (float32 here), "
+            "so the model computes otherwise (autocast lost on reload, keras-team/keras#17362). "
+            "Give sublayers dtype=self.dtype_policy, or call "
+            "tf.keras.mixed_precision.set_global_policy('mixed_float16') before loading")
+
+
 # Layer classes that draw random numbers while training: their stream after loading is not the
 # original's, so training cannot continue step for step.
 RANDOM_LAYER_WORDS = ("Dropout", "Noise", "Random")

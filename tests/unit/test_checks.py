@@ -44,6 +44,15 @@ from runner.launcher import job_process
     (["train.loss=5"], "train.loss=5: expected a Keras name"),
     (["train.metrics=accuracy"], "train.metrics='accuracy': expected a list"),
     (["train.optimizer={_target_: nope.Opt}"], "train.optimizer._target_=nope.Opt: no module"),
+    # The families' paths (#25): options of their own, and what cannot work together.
+    (["train.precision=float16"], "train.precision='float16' is out of range: expected "
+                                  "float32, mixed_float16, mixed_bfloat16"),
+    (["save_api=backup_and_restore", "save_api.save_freq=0"], "save_api.save_freq=0 is out of"),
+    (["save_api=backup_and_restore", "save_api.kill_at=1.0"], "save_api.kill_at=1.0 is out of"),
+    (["save_api=backup_and_restore", "strategy=multi_worker_mirrored"],
+     "set save_api.interrupt=false"),
+    (["save_api=keras", "+save_api.weights_only=true"], "save_api.weights_only is not a key of "
+                                                        "save_api=keras"),
 ])
 def test_what_the_types_let_through_is_refused_naming_it(overrides, words):
     with pytest.raises(ConfigError) as info:
@@ -60,7 +69,10 @@ def test_what_the_types_let_through_is_refused_naming_it(overrides, words):
     ["data=custom", "data._target_=os.path.join", "+data.n=3"],
     ["data=tfds", "data.name=fashion_mnist", "data.features=[image,label]"],
     ["data=mnist"],
-    ["train.optimizer=sgd", "train.loss=mse", "train.metrics=[mae]"]])
+    ["train.optimizer=sgd", "train.loss=mse", "train.metrics=[mae]"],
+    ["save_api=backup_and_restore", "strategy=multi_worker_mirrored", "save_api.interrupt=false",
+     "save_api.save_freq=5", "keras=legacy"],
+    ["resume_path=mixed_float16_weights", "model=text"], ["strategy_pair=mirrored_default"]])
 def test_what_can_work_or_cannot_be_known_yet_passes(overrides):
     validate(compose(overrides))  # mnist's size is known once loaded: checked in `data`
 

@@ -46,6 +46,11 @@ def test_a_restore_before_the_optimizer_was_built_is_named_so():
         "optimizer not built")
     assert explain(drifted(), SAVED, loaded, False, (1, 1))[0] == "iterations reset"
     assert explain(drifted(), SAVED, SAME, False, (1, 1), build_first=False)[0] == "unknown"
+    # Slots not made yet are no finding then: the next measured cause is named.
+    unbuilt = {"iterations": 25, "variables": 1}
+    assert explain(drifted(), SAVED, unbuilt, False, (1, 1))[0] == "slots missing"
+    assert explain(drifted(128), {**SAVED, "batchnorm_layers": ["bn"]}, unbuilt, False, (2, 1),
+                   build_first=False)[0] == "per-replica batchnorm"
 
 
 def test_the_hint_gives_the_numbers_it_read():
