@@ -50,6 +50,8 @@ def test_every_option_composes_and_validates(override):
     elif group == "resume_path":  # a save and load path, named by what it sets
         assert option.startswith(cfg.save_api.name) or option.endswith(cfg.save_api.name)
         assert cfg.load_api.name in ("keras", "checkpoint", "weights")
+    elif override == "load_tf=same":  # the training side's release
+        assert cfg.load_tf.name == cfg.tf.name
     elif group != "experiment":
         assert cfg[group].name == option
 
@@ -61,7 +63,7 @@ def test_defaults_are_the_documented_ones():
     assert chosen == {
         "strategy": "default", "load_strategy": "none", "save_api": "auto", "load_api": "keras",
         "model": "sequential", "data": "digits", "keras": "v3", "load_keras": "v3",
-        "cluster": "local",
+        "cluster": "local", "tf": "installed", "load_tf": "installed",
     }
     assert (cfg.load_from, cfg.tutorial_step) == (None, None)
     assert (cfg.seed, cfg.train.epochs, cfg.train.batch_size_per_replica) == (0, 2, 64)

@@ -4,11 +4,9 @@ a library upgrade that changes one shows up here. Slow (96 and 54 jobs): run wit
 from __future__ import annotations
 
 import pytest
-from helpers.run import runner, sweep_results
+from helpers.run import experiment_results
 
 pytestmark = pytest.mark.slow
-
-PARALLEL = ["hydra/launcher=joblib", "hydra.launcher.n_jobs=2", "mlflow.enabled=false"]
 KEEPS_OPTIMIZER = ("keras", "checkpoint", "weights")
 
 
@@ -33,13 +31,7 @@ def expected(model: str, keras: str, pair: str, load_api: str) -> tuple[str, str
 
 
 def test_the_families_matrix(tmp_path):
-    out = tmp_path / "sweep"
-    proc = runner("-m", f"hydra.sweep.dir={out}", "experiment=families", *PARALLEL,
-                  timeout=3 * 3600)
-    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
-    results = sweep_results(out)
-    assert len(results) == 96
-    for r in results:
+    for r in experiment_results("families", tmp_path / "sweep", 96):
         pair = f"{r['strategy']}_{r['load_strategy']}"
         want = expected(r["model"], r["keras"], pair, r["load_api"])
         if r["status"] == "failed":
@@ -51,13 +43,7 @@ def test_the_families_matrix(tmp_path):
 
 
 def test_the_families_resume_paths(tmp_path):
-    out = tmp_path / "sweep"
-    proc = runner("-m", f"hydra.sweep.dir={out}", "experiment=families_resume", *PARALLEL,
-                  timeout=3 * 3600)
-    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
-    results = sweep_results(out)
-    assert len(results) == 54
-    for r in results:
+    for r in experiment_results("families_resume", tmp_path / "sweep", 54):
         cell = (r["model"], r["keras"], r["save_api"], r["load_api"], r["train_variant"],
                 r["load_variant"])
         restart = r.get("interruption")

@@ -65,7 +65,7 @@ def test_a_dead_or_hung_server_costs_the_job_a_new_process_not_its_result(tmp_pa
         assert isinstance(forked, fork_client.ForkedProcess)
         assert b"usage: python -m runner.job" in forked.stdout.read()
         assert forked.wait() == 0
-        first = fork_client._servers["v3"]
+        first = fork_client._servers[("v3", None)]
         os.kill(first.process.pid, signal.SIGKILL)
         first.process.wait()
 
@@ -73,7 +73,7 @@ def test_a_dead_or_hung_server_costs_the_job_a_new_process_not_its_result(tmp_pa
         assert isinstance(fallback, subprocess.Popen)  # a new process: this job is not lost
         assert fallback.wait(timeout=120) == 0 and b"usage:" in fallback.stdout.read()
         assert len(spawner.notes) == 1 and "keras=v3" in spawner.notes[0]
-        second = fork_client._servers["v3"]  # started at once, for the next job
+        second = fork_client._servers[("v3", None)]  # started at once, for the next job
         assert second.process.pid != first.process.pid
 
         again = spawner(command, env)

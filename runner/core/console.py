@@ -14,8 +14,13 @@ ONCE = (
     re.compile(rb"^WARNING: All log messages before absl::InitializeLog\(\) is called"),
     re.compile(rb"^[IWE]\d{4} .*cudart_stub\.cc:\d+\] Could not find cuda drivers"),
 )
-# TensorFlow looks for a CUDA device even where there is none, and says so as an error.
-NO_GPU = re.compile(rb"^[IWE]\d{4} .*failed call to cuInit")
+# TensorFlow looks for a CUDA device even where there is none, and says so as an error; other
+# releases (a tf= environment: 2.15 to 2.19) say more at each import, some with a date in front.
+_TF_LINE = rb"^(?:[IWE]\d{4} |\d{4}-\d\d-\d\d [\d:.]+: [EW] )"
+NO_GPU = re.compile(_TF_LINE + rb".*(failed call to cuInit|Unable to register cu(DNN|FFT|BLAS) "
+                    rb"factory|TF-TRT Warning: Could not find TensorRT)")
+# Said by TensorFlow 2.19 four times at each import (a linking slip of that release): no news.
+NOISE = re.compile(_TF_LINE + rb".*computation placer already registered")
 # A line that may turn out to be one of the above: held back until it is complete.
 MAYBE = re.compile(rb"^(W(A(R(N(I(N(G(:.*)?)?)?)?)?)?)?|[IWE]\d{0,4}( .*)?)$", re.DOTALL)
 
@@ -51,6 +56,8 @@ class Filter:
         return data if self.keep(data) else b""
 
     def keep(self, line: bytes) -> bool:
+        if NOISE.match(line):
+            return False
         if NO_GPU.match(line):
             return self.gpu
         for i, pattern in enumerate(ONCE):

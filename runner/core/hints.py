@@ -8,6 +8,9 @@ runner.core.apis; these are the ones of no single API.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+from typing import Any
+
 from runner.core import apis
 from runner.core.apis import Format, Hint
 
@@ -35,6 +38,38 @@ def hint_for(e: BaseException, phase: str) -> str | None:
         if hint.matches(text, phase):
             return hint.text
     return None
+
+
+# What a file's reader says when it cannot read a config another release of the library wrote.
+DESERIALIZING = ("deserializ", "unexpected keyword argument", "not recognized",
+                 "Unrecognized keyword")
+
+
+def release_hint(result: Mapping[str, Any], e: BaseException, phase: str) -> str | None:
+    """A load failure between two releases of the same Keras generation (tf=, load_tf=) that
+    reads as a config one release cannot read: which wrote it and which read it, and what works.
+    None otherwise (the generation hints of runner.core.apis apply)."""
+    if phase != "load" or result.get("keras") != result.get("load_keras"):
+        return None
+    dist = "tf-keras" if result.get("keras") == "legacy" else "keras"
+    wrote = (result.get("versions") or {}).get(dist)
+    read = (result.get("load_versions") or {}).get(dist)
+    if not wrote or not read or wrote == read or not any(w in str(e) for w in DESERIALIZING):
+        return None
+    if _version(read) < _version(wrote):
+        return (f"written by {dist} {wrote}, read by {dist} {read}: an older release does not "
+                f"read what a newer one writes (no forward compatibility). Load with {dist} >= "
+                f"{wrote}, save with {dist} {read}, or go through the weights (save_api=weights "
+                "load_api=weights, or checkpoint), which every release measured reads and "
+                "resumes from exactly (docs/versions.md)")
+    return (f"written by {dist} {wrote}, read by {dist} {read}: a newer release that does not "
+            "read an older one's file is a regression of that release (keras-team/keras#19959 "
+            "was one); go through the weights (save_api=weights load_api=weights), or report "
+            "it upstream")
+
+
+def _version(text: str) -> tuple[int, ...]:
+    return tuple(int(p) for p in text.split(".")[:3] if p.isdigit())
 
 
 def paired_save_api(load_api: str) -> str:

@@ -33,8 +33,10 @@ TRAIN_SIDE = ("strategy", "save_api", "model", "keras")
 EXTRA_DIMENSIONS = ("load_from", "tutorial_step")
 # Options that make another cell of the same groups (`variants`), null when at their default.
 VARIANTS = ("train_variant", "load_variant")
+# Each side's TensorFlow/Keras release (`release`), null when installed: this environment's.
+RELEASES = ("tf", "load_tf")
 # Every dimension a job differs by.
-DIMENSIONS = (*GROUPS, *EXTRA_DIMENSIONS, *VARIANTS)
+DIMENSIONS = (*GROUPS, *EXTRA_DIMENSIONS, *VARIANTS, *RELEASES)
 MESSAGE_LIMIT = 2000
 
 Status = Literal["running", "passed", "failed", "interrupted"]
@@ -46,6 +48,9 @@ class Error(TypedDict):
     message: str
     phase: str  # train, data, save, mlflow_model, resume, load, verify, continue, resave, ...
     hint: str | None  # runner.core.hints
+    # Where the side that failed ran in another release's environment: 'tf=v2.15: tensorflow
+    # 2.15.1, tf-keras 2.15.1' (an API that release lacks fails as data naming it).
+    release: str | None
 
 
 class Replicas(TypedDict):
@@ -118,6 +123,8 @@ class _Always(TypedDict):
     tutorial_step: str | None
     train_variant: str | None  # `variants`: e.g. "mixed_float16 weights_only"
     load_variant: str | None  # e.g. "build_first=false"
+    tf: str | None  # `release`: the training side's release (v2.15), null when installed
+    load_tf: str | None
     # What the loaded model is verified against: "stored", the probe logits saved with it (a
     # runner job's); "native", the artifact loaded with its own format's API outside any
     # strategy (a model saved outside the runner: runner.job.native).
@@ -148,7 +155,8 @@ class _Always(TypedDict):
     process: Process
     keras_module: str | None  # keras or tf_keras: what tf.keras was on the train side
     load_keras_module: str | None
-    versions: dict[str, str | None]
+    versions: dict[str, str | None]  # the training side's process's (`versions`)
+    load_versions: dict[str, str | None]  # the load side's process's
 
 
 class Result(_Always, total=False):
@@ -208,6 +216,17 @@ def variants(cfg: Config) -> dict[str, str | None]:
     return {"train_variant": " ".join(train) or None, "load_variant": " ".join(load) or None}
 
 
+def release(cfg: Config, key: str) -> str | None:
+    """A side's release as results name it (tf=v2.16, tf.keras_version=3.3.3: 'v2.16
+    keras=3.3.3'); None for the installed one."""
+    node = cfg.get(key)
+    if node is None or node.name == "installed":
+        return None
+    version = node.get("keras_version")
+    return node.name + (f" keras={version}" if version and f"keras{version}" not in node.name
+                        else "")
+
+
 def new_result(cfg: Config, out: Path, overrides: list[str],
                mlflow_run_id: str | None = None) -> Result:
     """The result before anything ran: the combination, empty measurements."""
@@ -218,6 +237,7 @@ def new_result(cfg: Config, out: Path, overrides: list[str],
         **{group: cfg[group].name for group in GROUPS},  # type: ignore[typeddict-item]
         **{key: cfg[key] for key in EXTRA_DIMENSIONS},
         **variants(cfg),  # type: ignore[typeddict-item]
+        **{key: release(cfg, key) for key in RELEASES},  # type: ignore[typeddict-item]
         "reference": "stored",
         "replicas": {"train": None, "load": None},
         "error": None,
@@ -250,6 +270,7 @@ def new_result(cfg: Config, out: Path, overrides: list[str],
         "keras_module": None,
         "load_keras_module": None,
         "versions": versions(),
+        "load_versions": versions(),
     }
     return result
 
@@ -262,6 +283,7 @@ def set_error(result: Result, e: BaseException, phase: str, hint: str | None) ->
         "message": (str(e) or repr(e))[:MESSAGE_LIMIT],
         "phase": phase,
         "hint": hint,
+        "release": None,
     }
 
 

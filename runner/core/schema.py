@@ -14,7 +14,7 @@ from typing import Any
 from hydra.core.config_store import ConfigStore
 from omegaconf import MISSING, OmegaConf
 
-from runner.core import apis
+from runner.core import apis, releases
 
 
 class Optimizer(str, Enum):
@@ -165,6 +165,16 @@ class Keras:
     name: str = MISSING
 
 
+@dataclass
+class TensorFlowRelease:
+    """A side's TensorFlow and Keras (runner.core.releases): `installed`, or an environment of
+    another release that the side runs in."""
+
+    name: str = MISSING
+    tensorflow: str | None = None  # the TensorFlow minor ("2.16"); null: installed
+    keras_version: str | None = None  # a Keras 3 release of its own ("3.3.3"); null: the lock's
+
+
 # ---- the primary config ----------------------------------------------------------------------
 
 @dataclass
@@ -223,6 +233,9 @@ class Mlflow:
 @dataclass
 class Runner:
     fork_server: bool = MISSING
+    # Where environments of other releases (tf=, load_tf=) are built and kept; null:
+    # $RUNNER_ENVS_DIR, else ~/.cache/runner/envs (runner.launcher.environments.root).
+    envs_dir: str | None = None
 
 
 @dataclass
@@ -244,6 +257,8 @@ class Config:
     data: Any = MISSING
     keras: Any = MISSING
     load_keras: Any = MISSING
+    tf: Any = MISSING
+    load_tf: Any = MISSING
     seed: int = MISSING
     load_from: str | None = None
     tutorial_step: str | None = None
@@ -267,6 +282,10 @@ TARGET_PRESETS: dict[str, tuple[str, ...]] = {
     "data": ("sentences", "colour_digits", "token_sequences", "features"),
 }
 
+# The tf/load_tf options (runner.core.releases): installed, v2.15 ... v2.21, v2.16-keras3.3.3.
+TF_OPTIONS = (releases.INSTALLED, *(releases.OPTION_PREFIX + r for r in releases.RELEASES),
+              *releases.PINNED_KERAS)
+
 # conf/<group>/<option>.yaml starts with `defaults: [/schema/<group>/<option>@_here_, _self_]`.
 OPTION_SCHEMAS: dict[str, dict[str, type]] = {
     "strategy": {"default": DefaultStrategy, "one_device": OneDeviceStrategy,
@@ -285,6 +304,8 @@ OPTION_SCHEMAS: dict[str, dict[str, type]] = {
     "data": {"digits": Digits, "mnist": Tfds, "synthetic": Synthetic, "tfds": Tfds},
     "keras": dict.fromkeys(("v3", "legacy"), Keras),
     "load_keras": dict.fromkeys(("v3", "legacy"), Keras),
+    "tf": dict.fromkeys(TF_OPTIONS, TensorFlowRelease),
+    "load_tf": dict.fromkeys(("same", *TF_OPTIONS), TensorFlowRelease),
 }
 
 

@@ -15,6 +15,8 @@ def summary(result: Result) -> str:
     if result["status"] != "passed":
         err = result["error"]
         text += f"\n  {err['type']} in phase '{err['phase']}': {err['message']}"
+        if err.get("release"):
+            text += f"\n  raised in {err['release']}"
         if err.get("hint"):
             text += f"\n  hint: {err['hint']}"
         text += f"\n  traceback and log: {result.get('output_dir', '.')}/traceback.txt, job.log"
@@ -27,6 +29,9 @@ def summary_line(result: Result) -> str:
     acc = result.get("accuracy") or {}
     accs = "/".join(_fmt(acc.get(k), ".3f") for k in ("after_train", "after_load",
                                                        "after_continue"))
+    releases = release_words(result)
+    if releases:
+        combo += f" ({releases})"
     head = f"{result['status'].upper()} {combo} | acc train/load/continue {accs}"
     metrics = result.get("metrics") or {}
     if metrics and not any(acc.values()):  # the model's own loss where argmax does not fit
@@ -57,6 +62,21 @@ def summary_line(result: Result) -> str:
     elif result.get("mlflow_run_url"):
         head += f" | {result['mlflow_run_url']}"
     return head
+
+
+def release_words(result: Result) -> str | None:
+    """Both sides' exact libraries where a side ran in another release's environment:
+    'tensorflow 2.15.1, tf-keras 2.15.1 → tensorflow 2.21.0, keras 3.15.1'."""
+    if not (result.get("tf") or result.get("load_tf")):
+        return None
+
+    def side(versions: dict[str, Any] | None, generation: str | None) -> str:
+        found = versions or {}
+        keras = "tf-keras" if generation == "legacy" else "keras"
+        return f"tensorflow {found.get('tensorflow')}, {keras} {found.get(keras)}"
+
+    return (f"{side(result.get('versions'), result.get('keras'))} → "
+            f"{side(result.get('load_versions'), result.get('load_keras'))}")
 
 
 def resume_words(resume: Any) -> str | None:

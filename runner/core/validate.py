@@ -8,13 +8,14 @@ second, and a key Hydra refused gets the list of valid ones (`valid_keys`).
 from __future__ import annotations
 
 import dataclasses
+import itertools
 import re
 from typing import TYPE_CHECKING, Any
 
 from hydra.core.override_parser.overrides_parser import OverridesParser
 from omegaconf import DictConfig, OmegaConf
 
-from runner.core import schema, targets
+from runner.core import releases, schema, targets
 from runner.core.compose import compose
 from runner.core.constraints import ConfigError, check_sizes, split_sizes
 
@@ -238,3 +239,69 @@ def valid_keys(overrides: list[str]) -> list[str]:
         if isinstance(node, DictConfig) and leaf not in node:
             lines.append(f"Valid keys under '{parent}': {', '.join(map(str, node.keys()))}.")
     return lines
+
+
+# ---- the releases each side runs in (tf, load_tf) ------------------------------------------
+
+# What decides a side's set and whether it can run: the sides' releases, Keras generations and
+# Keras 3 releases.
+RELEASE_KEYS = ("tf", "load_tf", "keras", "load_keras", "tf.keras_version", "load_tf.keras_version")
+
+
+def release_combinations(cfg: Config, overrides: list[str] | None = None,
+                         load_tf_choice: str | None = None) -> list[dict[str, Any]]:
+    """Each distinct combination of RELEASE_KEYS the jobs take: the config's, or a sweep's
+    product of the values its overrides give (sweeper params first, then the command line's).
+    load_tf_choice: Hydra's choice for load_tf (`same` follows tf, whatever tf a job takes)."""
+    given: dict[str, list[Any]] = {}
+    for o in OverridesParser.create().parse_overrides(list(overrides or [])):
+        key = o.get_key_element().lstrip("+~")
+        if key in RELEASE_KEYS:
+            given[key] = ([str(v) if v is not None else None for v in o.sweep_iterator()]
+                          if o.is_sweep_override() else [o.value()])
+    base = {"tf": cfg.tf.name, "keras": cfg.keras.name, "tf.keras_version": cfg.tf.keras_version,
+            "load_keras": cfg.load_keras.name, "load_tf": cfg.load_tf.name,
+            "load_tf.keras_version": cfg.load_tf.keras_version}
+    # What follows the training side unless set: load_keras (${keras}), load_tf (same) and its
+    # keras_version. Set means given here, or composed to a value of its own.
+    same_tf = load_tf_choice == releases.SAME if load_tf_choice else base["load_tf"] == base["tf"]
+    follows = {
+        "load_keras": "keras" if base["load_keras"] == base["keras"] else None,
+        "load_tf": "tf" if same_tf else None,
+        "load_tf.keras_version": "tf.keras_version" if same_tf else None,
+    }
+    if given.get("load_tf") and given["load_tf"] != [releases.SAME]:
+        follows["load_tf"] = follows["load_tf.keras_version"] = None
+    own = [k for k in RELEASE_KEYS if not follows.get(k) or k in given]
+    found = []
+    for values in itertools.product(*(given.get(k, [base[k]]) for k in own)):
+        combo = dict(zip(own, values, strict=True))
+        for key, leader in follows.items():
+            if leader and (key not in combo or combo[key] == releases.SAME):
+                combo[key] = combo[leader]
+        if combo not in found:
+            found.append(combo)
+    return found
+
+
+def check_releases(cfg: Config, overrides: list[str] | None = None,
+          load_tf_choice: str | None = None) -> list[releases.LibrarySet]:
+    """The library sets the jobs need (none for `installed`); ConfigError naming the first
+    combination that cannot run, and why."""
+    needed: list[releases.LibrarySet] = []
+    for combo in release_combinations(cfg, overrides, load_tf_choice):
+        for key, generation in (("tf", combo["keras"]), ("load_tf", combo["load_keras"])):
+            option, version = combo[key], combo[f"{key}.keras_version"]
+            if option == releases.INSTALLED and version:
+                raise ConfigError(
+                    f"{key}.keras_version={version} with {key}=installed: the installed "
+                    f"environment's Keras is what it is; choose a release, e.g. {key}=v2.16")
+            if key == "tf" and cfg.get("load_from"):
+                continue  # a load_from job has no training side
+            found = releases.library_set(option, version)
+            why = releases.problem(found, generation, key)
+            if why:
+                raise ConfigError(why)
+            if found is not None and found not in needed:
+                needed.append(found)
+    return needed

@@ -213,6 +213,7 @@ def saved_with(cfg: Config, path: Path, result: Result, model: tf.keras.Model,
     return {
         **{group: cfg[group].name for group in results.TRAIN_SIDE},
         "train_variant": result.get("train_variant"),
+        "tf": result.get("tf"),
         # What load_api=checkpoint/weights build afresh to restore into, and compile it with.
         "model_options": models.model_options(cfg.model),
         "compile": models.COMPILED_BY_MODEL if compiled else models.compile_spec(cfg.train),
@@ -247,7 +248,7 @@ def stored_model(cfg: Config, out: Path, result: Result) -> Stored:
         location = download(cfg.load_from, out / LOAD_FROM, cfg.mlflow)
     stored = read_stored(location.resolve(), cfg.load.trust)
     result.update({group: stored.saved_with.get(group)
-                   for group in (*results.TRAIN_SIDE, "train_variant")})
+                   for group in (*results.TRAIN_SIDE, "train_variant", "tf")})
     result["keras_module"] = stored.saved_with.get("keras_module")
     result["replicas"]["train"] = stored.saved_with.get("replicas")
     result["saved_with"] = stored.saved_with

@@ -47,6 +47,11 @@ def main(argv: list[str] | None = None) -> int:
     result = (results.read(out) if args.resume
               else results.new_result(cfg, out, overrides, os.environ.get(RUN_ID_ENV)))
     result["process"] = results.this_process()
+    # Each side's libraries, read in the process (the environment) that runs it.
+    if args.side != "load" or not args.resume:
+        result["versions"] = results.versions()
+    if args.side != "train":
+        result["load_versions"] = results.versions()
     results.stamp(result, "process_start", keep=True)
     results.write(out, result)
 
@@ -67,6 +72,7 @@ def main(argv: list[str] | None = None) -> int:
             result["notes"].append(f"the interruption surfaced as {type(raised).__name__} "
                                    f"from library code: {first_line(raised)}")
         record_failure(result, e, out)
+        result["error"]["release"] = release_of(cfg, args.side)
         if isinstance(e, interrupt.Interrupted):
             results.write(out, result)
             return e.exit_code
@@ -80,8 +86,22 @@ def main(argv: list[str] | None = None) -> int:
     return 0 if result["status"] in ("passed", "running") else 1
 
 
+def release_of(cfg: Any, side: str) -> str | None:
+    """'tf=v2.15: tensorflow 2.15.1, tf-keras 2.15.1' where this side runs in another
+    release's environment; None in the installed one."""
+    key, generation = (("load_tf", cfg.load_keras.name) if side == "load"
+                       else ("tf", cfg.keras.name))
+    name = results.release(cfg, key)
+    if name is None:
+        return None
+    found = results.versions()
+    keras = "tf-keras" if generation == "legacy" else "keras"
+    return f"{key}={name}: tensorflow {found['tensorflow']}, {keras} {found[keras]}"
+
+
 def record_failure(result: Result, e: BaseException, out: Path) -> None:
     """Record the real exception, the phase it happened in, a hint, and the traceback."""
     phase = result.get("phase", "train")
-    results.set_error(result, e, phase, getattr(e, "hint", None) or hints.hint_for(e, phase))
+    results.set_error(result, e, phase, getattr(e, "hint", None)
+                      or hints.release_hint(result, e, phase) or hints.hint_for(e, phase))
     (out / TRACEBACK).write_text(redact.text("".join(traceback.format_exception(e))))

@@ -135,6 +135,10 @@ def train_side(cfg: Config, out: Path, result: Result, phase: Phase) -> None:
         result["notes"].append(
             "mlflow.log_model skipped: under MultiWorkerMirroredStrategy saving is a collective "
             "every worker must join, and only the chief records to MLflow")
+    elif log_model and handover.tracked() and not handover.mlflow_here():
+        result["notes"].append(
+            "mlflow.log_model skipped: the training side ran in another release's environment "
+            "(tf=...), which holds no MLflow; the saved model is in the run's artifacts")
     elif log_model and handover.tracked():  # the chief only
         with phase("mlflow_model"), timed(result, "mlflow_model_s"):
             result["mlflow_model"] = handover.save_mlflow_model(

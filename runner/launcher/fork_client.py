@@ -111,17 +111,19 @@ class ForkServer:
     """One server process for one Keras generation, started by this process; it imports the
     `extra` modules too."""
 
-    def __init__(self, generation: str, extra: Sequence[str]) -> None:
+    def __init__(self, generation: str, extra: Sequence[str], python: str | None = None,
+                 env: Mapping[str, str] | None = None) -> None:
         self.generation = generation
         self.directory = Path(tempfile.mkdtemp(prefix=f"runner-fork-{generation}-"))
         self.path = str(self.directory / "socket")
         self.log = self.directory / "server.log"
-        env = {**redact.environ(), "TF_USE_LEGACY_KERAS": "1" if generation == "legacy" else "0",
-               "PYTHONUNBUFFERED": "1", PARENT_ENV: str(os.getpid())}
-        env.setdefault("TF_CPP_MIN_LOG_LEVEL", "1")  # as runtime.prepare sets it
+        environ = {**redact.environ(), **(env or {}),
+                   "TF_USE_LEGACY_KERAS": "1" if generation == "legacy" else "0",
+                   "PYTHONUNBUFFERED": "1", PARENT_ENV: str(os.getpid())}
+        environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "1")  # as runtime.prepare sets it
         with open(self.log, "wb") as log:
             self.process = subprocess.Popen(
-                [sys.executable, "-m", SERVER_MODULE, self.path, *extra], env=env,
+                [python or sys.executable, "-m", SERVER_MODULE, self.path, *extra], env=environ,
                 stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=log,
                 start_new_session=True)  # Ctrl-C goes to the runner, which passes it on
         self.ready = False
@@ -197,26 +199,34 @@ class ForkServer:
             self.directory.rmdir()
 
 
-_servers: dict[str, ForkServer] = {}
-_broken: dict[str, str] = {}  # generation -> why its server could not start: not tried again
+# A server per Keras generation and interpreter: ("v3", None) is this environment's Keras 3;
+# ("legacy", "/…/envs/tf2.15-…/bin/python") another release's environment
+# (runner.launcher.environments).
+Kind = tuple[str, str | None]
+_servers: dict[Kind, ForkServer] = {}
+_broken: dict[Kind, str] = {}  # why its server could not start: not tried again
 
 
-def _start(generation: str, extra: Sequence[str]) -> ForkServer | None:
+def _start(kind: Kind, extra: Sequence[str],
+           env: Mapping[str, str] | None = None) -> ForkServer | None:
     try:
-        server = ForkServer(generation, extra)
+        server = ForkServer(kind[0], extra, kind[1], env)
     except OSError as e:  # no temporary folder, no process: as a server that never started
-        _broken[generation] = f"{type(e).__name__}: {e}"
+        _broken[kind] = f"{type(e).__name__}: {e}"
         return None
-    _servers[generation] = server
+    _servers[kind] = server
     return server
 
 
-def warm(generations: list[str], extra: Sequence[str]) -> None:
+def warm(generations: list[str], extra: Sequence[str], python: str | None = None,
+         env: Mapping[str, str] | None = None) -> None:
     """Start the servers these generations need, if not started yet: they import while the
-    runner does its own start (MLflow's run, the job's config); `extra`: modules the jobs import."""
+    runner does its own start (MLflow's run, the job's config); `extra`: modules the jobs import;
+    `python`: another environment's interpreter (`env`: what it needs to find the runner)."""
     for generation in generations:
-        if generation not in _servers and generation not in _broken:
-            _start(generation, extra)
+        kind = (generation, python)
+        if kind not in _servers and kind not in _broken:
+            _start(kind, extra, env)
 
 
 @atexit.register
@@ -230,17 +240,20 @@ class Spawner:
     """Starts a job process for `supervise`: forked by the generation's server, or a plain new
     process when there is none or it fails. `notes`: what failed, for the job's result."""
 
-    def __init__(self, generation: str, extra: Sequence[str] = ()) -> None:
+    def __init__(self, generation: str, extra: Sequence[str] = (), python: str | None = None,
+                 env: Mapping[str, str] | None = None) -> None:
         self.generation, self.extra = generation, tuple(extra)
+        self.kind: Kind = (generation, python)
+        self.env = dict(env or {})
         self.notes: list[str] = []
 
     def __call__(self, command: list[str], env: Mapping[str, str]) -> Any:
-        if command[1:3] == ["-m", JOB_MODULE] and self.generation not in _broken:
-            warm([self.generation], self.extra)
-            server = _servers.get(self.generation)
+        if command[1:3] == ["-m", JOB_MODULE] and self.kind not in _broken:
+            warm([self.generation], self.extra, self.kind[1], self.env)
+            server = _servers.get(self.kind)
             try:
                 if server is None:
-                    raise ServerFailed(_broken[self.generation])
+                    raise ServerFailed(_broken[self.kind])
                 if not server.alive():
                     raise ServerFailed(f"it exited with code {server.process.returncode}")
                 return server.spawn(command[3:], env, os.getcwd())
@@ -254,12 +267,12 @@ class Spawner:
         never_ready = server is None or not server.ready
         if server is not None:
             server.stop()
-            _servers.pop(self.generation, None)
+            _servers.pop(self.kind, None)
         if never_ready:
-            _broken[self.generation] = why
+            _broken[self.kind] = why
             after = f"no fork server for keras={self.generation} in this process from now on"
         else:
-            _start(self.generation, self.extra)
+            _start(self.kind, self.extra, self.env)
             after = "a new server takes the next job"
         note = (f"fork server (keras={self.generation}) failed: {why}; this job process "
                 f"started anew, {after}")

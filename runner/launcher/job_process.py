@@ -22,11 +22,19 @@ from hydra.core.hydra_config import HydraConfig
 from hydra.types import RunMode
 from omegaconf import OmegaConf
 
-from runner.core import cluster, interrupt, redact
+from runner.core import cluster, interrupt, redact, releases
 from runner.core.files import HYDRA_DIR, JOB_LOG, RESOLVED, worker_log
-from runner.core.result import OVERRIDES_ENV, Result, not_started, read_or_crashed, write
+from runner.core.releases import LibrarySet
+from runner.core.result import (
+    OVERRIDES_ENV,
+    Result,
+    not_started,
+    read_or_crashed,
+    release,
+    write,
+)
 from runner.core.summary import summary
-from runner.launcher import fork_client
+from runner.launcher import environments, fork_client
 from runner.launcher.fork_client import GENERATIONS_ENV, JOB_MODULE
 from runner.launcher.local_cluster import local_workers, run_local
 from runner.launcher.supervise import Failure, FailureKind, Spawn, Worker, supervise
@@ -59,10 +67,33 @@ def job_sides(cfg: Config) -> list[str]:
     collective instance'; its load side in a process of its own resumed exactly."""
     if cfg.load_from:
         return ["load"]
-    if cfg.load_keras.name != cfg.keras.name or (
+    if cfg.load_keras.name != cfg.keras.name or release(cfg, "tf") != release(cfg, "load_tf") or (
             cfg.strategy.name == cfg.load_strategy.name == "mirrored"):
         return ["train", "load"]
     return ["both"]
+
+
+def side_release(cfg: Config, side: str) -> LibrarySet | None:
+    """The library set the side runs in; None: this environment's."""
+    return releases.of_option(cfg.load_tf if side == "load" else cfg.tf)
+
+
+def side_python(cfg: Config, side: str) -> str:
+    """The side's interpreter: this one, or its release's environment's (built if missing)."""
+    found = side_release(cfg, side)
+    if found is None:
+        return sys.executable
+    return str(environments.ensure(found, cfg.runner.envs_dir))
+
+
+def side_env(cfg: Config, side: str, env: dict[str, str]) -> dict[str, str]:
+    """The side's environment variables: another release's interpreter finds the runner's code
+    (and only it) through PYTHONPATH."""
+    if side_release(cfg, side) is None:
+        return env
+    parts = [str(environments.code_path()),
+             *filter(None, env.get("PYTHONPATH", "").split(os.pathsep))]
+    return {**env, "PYTHONPATH": os.pathsep.join(parts)}
 
 
 def run_in_subprocess(cfg: Config, output_dir: Path, overrides: list[str],
@@ -77,8 +108,8 @@ def run_in_subprocess(cfg: Config, output_dir: Path, overrides: list[str],
     env = {**redact.environ(), "PYTHONUNBUFFERED": "1", OVERRIDES_ENV: json.dumps(overrides)}
     sides = job_sides(cfg)
     with job_config(cfg) as config_path, local_workers(cfg, output_dir) as workers:
-        command = [sys.executable, "-m", JOB_MODULE, str(config_path)]
         for i, side in enumerate(sides):
+            command = [side_python(cfg, side), "-m", JOB_MODULE, str(config_path)]
             stopped = interrupt.received()
             if stopped is not None and i == 0:  # the signal came before the job started
                 result = not_started(cfg, output_dir, overrides, stopped, phase="start")
@@ -87,7 +118,7 @@ def run_in_subprocess(cfg: Config, output_dir: Path, overrides: list[str],
             spawner = spawner_for(cfg, side)
             returncode, failure = (None, None) if stopped else run_side(
                 cfg, workers, output_dir, [*command, "--side", side, *(["--resume"] if i else [])],
-                env, extra_env or {}, spawner)
+                side_env(cfg, side, env), extra_env or {}, spawner)
             stopped = interrupt.received()
             worker_failed = failure.error() if failure and not stopped else None
             result = read_or_crashed(
@@ -113,12 +144,19 @@ def side_generation(cfg: Config, side: str) -> str:
     return cfg.load_keras.name if side == "load" else cfg.keras.name
 
 
-def spawner_for(cfg: Config, side: str) -> fork_client.Spawner | None:
+def spawner_for(cfg: Config, side: str,
+                sweep: bool | None = None) -> fork_client.Spawner | None:
     """What starts the side's processes: forked by the generation's fork server
     (runner.fork_server=true, where supported), else None: a new process each."""
     if not use_fork_server(cfg):
         return None
-    return fork_client.Spawner(side_generation(cfg, side), server_imports(cfg))
+    imports = server_imports(cfg, sweep)
+    if side_release(cfg, side) is None:
+        return fork_client.Spawner(side_generation(cfg, side), imports)
+    # Another release's server: MLflow is not in its environment (runner.core.releases.JOB_SIDE).
+    return fork_client.Spawner(
+        side_generation(cfg, side), [m for m in imports if not m.startswith("mlflow")],
+        python=side_python(cfg, side), env=side_env(cfg, side, {}))
 
 
 def use_fork_server(cfg: Config) -> bool:
@@ -130,9 +168,15 @@ def warm_fork_servers(cfg: Config, sweep: bool | None = None) -> None:
     TensorFlow while this process imports MLflow and opens the job's run (or the sweep's parent
     run)."""
     if use_fork_server(cfg):
-        generations = {side_generation(cfg, side) for side in job_sides(cfg)}
+        sides = job_sides(cfg)
+        generations = {side_generation(cfg, s) for s in sides if side_release(cfg, s) is None}
         generations.update(filter(None, os.environ.get(GENERATIONS_ENV, "").split(",")))
         fork_client.warm(sorted(generations), server_imports(cfg, sweep))
+        for side in sides:  # another release's: its environment's interpreter
+            spawner = spawner_for(cfg, side, sweep)
+            if spawner is not None and side_release(cfg, side) is not None:
+                fork_client.warm([spawner.generation], spawner.extra, spawner.kind[1],
+                                 spawner.env)
 
 
 def server_imports(cfg: Config, sweep: bool | None = None) -> list[str]:

@@ -12,12 +12,15 @@ from typing import TYPE_CHECKING, Any
 
 from hydra.core.hydra_config import HydraConfig
 from hydra.experimental.callback import Callback
+from hydra.types import RunMode
 from omegaconf import DictConfig, OmegaConf, open_dict
 
 from runner.core import cluster, hints, schema, targets
 from runner.core.apis import AUTO
 from runner.core.files import PROBE, RESULT, SAVED_MODEL
-from runner.core.validate import ConfigError, validate, validate_sweep
+from runner.core.releases import LibrarySet
+from runner.core.validate import ConfigError, check_releases, validate, validate_sweep
+from runner.launcher import environments
 
 if TYPE_CHECKING:
     from runner.core.schema import Config
@@ -47,9 +50,33 @@ def check_config(cfg: Config, sweep_overrides: list[str] | None = None) -> None:
         validate(cfg)
         if sweep_overrides:
             validate_sweep(sweep_overrides)
+        needed = check_releases(cfg, sweep_params(cfg) + list(sweep_overrides or []),
+                                dict(choices).get("load_tf"))
     except ConfigError as e:
         print(f"Config error: {e}", file=sys.stderr)
         raise SystemExit(2) from None
+    build_environments(cfg, needed)
+
+
+def sweep_params(cfg: Config) -> list[str]:
+    """A multirun's sweeper params (experiment presets set them) as overrides."""
+    hydra_node = cfg.get("hydra") if "hydra" in cfg.keys() else None
+    if hydra_node is None or hydra_node.get("mode") != RunMode.MULTIRUN:
+        return []
+    params = hydra_node.sweeper.get("params") or {}
+    return [f"{k}={v}" for k, v in params.items()]
+
+
+def build_environments(cfg: Config, needed: list[LibrarySet]) -> None:
+    """The environments of the releases the job (or every job of the sweep) runs a side in,
+    built now if missing: a package index out of reach fails here, before any job, exit 2."""
+    for found in needed:
+        try:
+            environments.ensure(found, cfg.runner.envs_dir)
+        except environments.BuildError as e:
+            print(f"Environment error: {e}\nNothing ran. Once the index is reachable: "
+                  f"python -m runner.envs build {found.name}", file=sys.stderr)
+            raise SystemExit(2) from None
 
 
 def check_output_dir(directory: Path, key: str, fresh: bool, saves: bool = False) -> None:

@@ -32,6 +32,13 @@ def tracked() -> bool:
     return bool(os.environ.get(RUN_ID_ENV))
 
 
+def mlflow_here() -> bool:
+    """Whether MLflow is in this process's environment (not in another release's: tf=, load_tf=)."""
+    import importlib.util
+
+    return importlib.util.find_spec("mlflow") is not None
+
+
 def epoch_callback(phase: str) -> Any:
     """A Keras callback handing each epoch's metrics to the Hydra process (`<phase>_loss`,
     `<phase>_accuracy`, step = epoch); None when the job is not tracked here."""

@@ -20,13 +20,14 @@ from typing import Any
 
 from runner.core import resume as resumes
 from runner.core.files import MATRIX_FORMATS, matrix_file
-from runner.core.result import DIMENSIONS, VARIANTS, Result
+from runner.core.result import DIMENSIONS, RELEASES, VARIANTS, Result
 from runner.core.summary import resume_words
 from runner.core.text import first_line
 
-ROW_DIMS = ("tutorial_step", "load_from", "save_api", "train_variant", "keras", "strategy",
+# Rows: how the model was saved (tf: the release it was saved with); columns: how it is loaded.
+ROW_DIMS = ("tutorial_step", "load_from", "tf", "save_api", "train_variant", "keras", "strategy",
             "model", "data")
-COL_DIMS = ("load_api", "load_variant", "load_keras", "load_strategy")
+COL_DIMS = ("load_tf", "load_api", "load_variant", "load_keras", "load_strategy")
 REASON_CHARS = 60
 _PATH = re.compile(r"/[\w.\-/{}|]{3,}")
 
@@ -151,8 +152,9 @@ def build(records: Iterable[Mapping[str, Any]]) -> Matrix:
     """Only the dimensions the sweep varied become headers; several jobs in one cell are joined."""
     records = list(records)
     varied = [d for d in DIMENSIONS if len({_value(r, d) for r in records}) > 1]
-    if all(str(r.get("load_keras")) == str(r.get("keras")) for r in records):
-        varied = [d for d in varied if d != "load_keras"]  # it followed keras: no news
+    for load, train in (("load_keras", "keras"), ("load_tf", "tf")):
+        if all(str(r.get(load)) == str(r.get(train)) for r in records):
+            varied = [d for d in varied if d != load]  # it followed the training side: no news
     if "tutorial_step" in varied:  # a step names its APIs and strategies: they add no row
         varied = [d for d in varied if d == "tutorial_step" or not _follows(records, d)]
     if "load_api" in varied and _follows(records, "save_api", "load_api"):
@@ -184,6 +186,8 @@ def build(records: Iterable[Mapping[str, Any]]) -> Matrix:
 def _value(record: Mapping[str, Any], dim: str) -> str:
     """A dimension's value as the matrix shows it (a variant at its defaults: "default")."""
     value = record.get(dim)
+    if value is None and dim in RELEASES:
+        return "installed"
     return "default" if value is None and dim in VARIANTS else str(value)
 
 

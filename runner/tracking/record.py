@@ -82,12 +82,16 @@ def start_tags(cfg: Config, output_dir: Path, overrides: list[str]) -> dict[str,
 
 def result_tags(result: Result) -> dict[str, str]:
     versions = result.get("versions") or {}
+    loaded = result.get("load_versions") or versions
     tags = {key: str(result[key]) for key in DIMENSIONS if result.get(key) is not None}
     tags.update({
         "status": result["status"],
         "tensorflow_version": str(versions.get("tensorflow")),
         "keras_version": str(versions.get("keras")),
         "tf_keras_version": str(versions.get("tf-keras")),
+        # The load side's, from its own process (another release's environment: load_tf=).
+        **{f"load_{dist.replace('-', '_')}_version": str(loaded.get(dist))
+           for dist in ("tensorflow", "keras", "tf-keras")},
         "keras_module": str(result.get("keras_module")),
         "load_keras_module": str(result.get("load_keras_module")),
     })

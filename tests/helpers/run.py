@@ -66,3 +66,18 @@ def sweep_results(sweep_dir: Path) -> list[dict]:
     """Every job's result of a multirun, in job order."""
     jobs = sorted((p for p in sweep_dir.iterdir() if p.name.isdigit()), key=lambda p: int(p.name))
     return [read_result(job) for job in jobs]
+
+
+# A broad sweep as its docs give it: joblib, 2 at a time, untracked (tests/test_*_matrix.py).
+PARALLEL = ["hydra/launcher=joblib", "hydra.launcher.n_jobs=2", "mlflow.enabled=false"]
+
+
+def experiment_results(experiment: str, sweep_dir: Path, jobs: int,
+                       timeout: float = 3 * 3600) -> list[dict]:
+    """Run `-m experiment=NAME` in parallel into sweep_dir; its results, `jobs` of them."""
+    proc = runner("-m", f"hydra.sweep.dir={sweep_dir}", f"experiment={experiment}", *PARALLEL,
+                  timeout=timeout)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    results = sweep_results(sweep_dir)
+    assert len(results) == jobs
+    return results

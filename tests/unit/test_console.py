@@ -29,3 +29,29 @@ def test_a_progress_bar_passes_at_once_and_a_maybe_noise_line_waits_for_its_end(
     assert noise.feed(CUINIT[12:]) == b""  # it was
     assert noise.feed(b"W") == b""
     assert noise.feed(b"hat next\n") == b"What next\n"
+
+
+def test_an_older_releases_gpu_lines_are_dropped_without_a_gpu():
+    # TensorFlow 2.15 (tf=v2.15's environment) at each import, as measured here.
+    lines = [b"2026-12-07 04:00:04.247151: E external/local_xla/xla/stream_executor/cuda/"
+             b"cuda_dnn.cc:9261] Unable to register cuDNN factory: Attempting to register "
+             b"factory for plugin cuDNN when one has already been registered\n",
+             b"2026-12-07 04:00:11.811149: W tensorflow/compiler/tf2tensorrt/utils/"
+             b"py_utils.cc:38] TF-TRT Warning: Could not find TensorRT\n",
+             # 2.16 to 2.19 say this one with a date in front too
+             b"2026-12-07 04:25:56.054276: E external/local_xla/xla/stream_executor/cuda/"
+             b"cuda_platform.cc:51] failed call to cuInit: INTERNAL: CUDA error\n",
+             b"E0000 00:00:1796620225.460555    7712 cuda_dnn.cc:8579] Unable to register cuDNN "
+             b"factory: Attempting to register factory for plugin cuDNN\n"]
+    for line in lines:
+        assert Filter(gpu=False).feed(line) == b""
+        assert Filter(gpu=True).feed(line) == line
+    other = b"2026-12-07 04:00:11.8: W tensorflow/core/x.cc:1] something else\n"
+    assert Filter(gpu=False).feed(other) == other
+
+
+def test_tensorflow_2_19s_linking_slip_is_dropped():
+    line = (b"W0000 00:00:1796620225.480214    7712 computation_placer.cc:177] computation placer "
+            b"already registered. Please check linkage and avoid linking the same target more "
+            b"than once.\n")
+    assert Filter(gpu=True).feed(line * 4) == b""

@@ -44,3 +44,30 @@ def test_a_real_message_gets_its_hint(error, phase, words):
 
 def test_an_unknown_failure_gets_no_hint():
     assert hints.hint_for(ValueError("something new"), "load") is None
+
+
+def _across(keras: str, wrote: str, read: str) -> dict:
+    dist = "tf-keras" if keras == "legacy" else "keras"
+    return {"keras": keras, "load_keras": keras, "versions": {dist: wrote},
+            "load_versions": {dist: read}}
+
+
+def test_a_file_an_older_release_cannot_read_says_which_wrote_and_which_read():
+    # Measured: Keras 3.3.3 (tf=v2.16 tf.keras_version=3.3.3) on a .keras file of Keras 3.15.1.
+    e = TypeError("<class 'keras.src.models.sequential.Sequential'> could not be deserialized "
+                  "properly.")
+    hint = hints.release_hint(_across("v3", "3.15.1", "3.3.3"), e, "load")
+    assert hint.startswith("written by keras 3.15.1, read by keras 3.3.3: an older release")
+    assert "Load with keras >= 3.15.1" in hint
+    newer = hints.release_hint(_across("legacy", "2.15.1", "2.21.0"), e, "load")
+    assert newer.startswith("written by tf-keras 2.15.1, read by tf-keras 2.21.0: a newer")
+
+
+def test_the_release_hint_keeps_out_of_what_is_not_a_release_difference():
+    e = TypeError("could not be deserialized properly")
+    assert hints.release_hint(_across("v3", "3.15.1", "3.15.1"), e, "load") is None
+    assert hints.release_hint(_across("v3", "3.15.1", "3.3.3"), e, "train") is None
+    assert hints.release_hint(_across("v3", "3.15.1", "3.3.3"),
+                              ModuleNotFoundError("No module named 'x'"), "load") is None
+    crossing = {**_across("v3", "3.15.1", "3.3.3"), "load_keras": "legacy"}
+    assert hints.release_hint(crossing, e, "load") is None  # the generation hints say it

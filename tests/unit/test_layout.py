@@ -15,7 +15,8 @@ from helpers.run import ROOT
 PACKAGE = ROOT / "runner"
 # Each layer imports only from its own and those below it.
 LAYERS = ("runner.core", "runner.tracking", "runner.job", "runner.launcher")
-COMMANDS = ("runner", "runner.__main__", "runner.sync", "runner.report")  # the top
+COMMANDS = ("runner", "runner.__main__", "runner.sync", "runner.report", "runner.envs",
+            "runner.golden")  # the top
 MAX_LINES = 450
 
 
