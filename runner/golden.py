@@ -20,7 +20,7 @@ import sys
 import tempfile
 from pathlib import Path
 
-from runner.core.files import RESULT, SAVED_MODEL, SAVED_WITH
+from runner.core.files import RESULT, SAVED_MODEL, SAVED_WITH, tree_bytes
 
 ROOT = Path(__file__).resolve().parents[1]
 OUT = ROOT / "tests" / "golden"
@@ -65,7 +65,7 @@ def keep(job: Path, out: Path, tf: str, keras: str) -> Path:
     entry = out / name
     shutil.rmtree(entry, ignore_errors=True)
     shutil.copytree(job / SAVED_MODEL, entry)
-    size = sum(p.stat().st_size for p in entry.rglob("*") if p.is_file())
+    size = tree_bytes(entry)
     if size > MAX_BYTES:
         raise SystemExit(f"{name}: {size} bytes, more than the corpus takes ({MAX_BYTES})")
     versions = result["versions"]
@@ -101,7 +101,7 @@ def write_readme(out: Path, entries: list[Path]) -> None:
     for entry in entries:
         saved = json.loads((entry / SAVED_WITH).read_text())
         v = saved["versions"]
-        size = sum(p.stat().st_size for p in entry.rglob("*") if p.is_file())
+        size = tree_bytes(entry)
         lines.append(f"| `{entry.name}` | {saved['save_api']} | {v.get('tensorflow')} | "
                      f"{v.get('keras')} | {v.get('tf-keras')} | {size:,} |")
     (out / "README.md").write_text("\n".join(lines) + "\n")

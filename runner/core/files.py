@@ -72,3 +72,10 @@ def sqlite_path(uri: str) -> Path | None:
     if not uri.startswith("sqlite:///") or uri == "sqlite:///:memory:":
         return None
     return Path(uri[len("sqlite:///"):]).resolve()
+
+
+def tree_bytes(path: Path) -> int:
+    """A file's size, or a folder's: every file under it."""
+    if path.is_file():
+        return path.stat().st_size
+    return sum(p.stat().st_size for p in path.rglob("*") if p.is_file())

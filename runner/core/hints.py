@@ -11,7 +11,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-from runner.core import apis
+from runner.core import apis, releases
 from runner.core.apis import Format, Hint
 
 GENERAL: list[Hint] = [
@@ -56,7 +56,7 @@ def release_hint(result: Mapping[str, Any], e: BaseException, phase: str) -> str
     read = (result.get("load_versions") or {}).get(dist)
     if not wrote or not read or wrote == read or not any(w in str(e) for w in DESERIALIZING):
         return None
-    if _version(read) < _version(wrote):
+    if releases.version_key(read) < releases.version_key(wrote):
         return (f"written by {dist} {wrote}, read by {dist} {read}: an older release does not "
                 f"read what a newer one writes (no forward compatibility). Load with {dist} >= "
                 f"{wrote}, save with {dist} {read}, or go through the weights (save_api=weights "
@@ -66,10 +66,6 @@ def release_hint(result: Mapping[str, Any], e: BaseException, phase: str) -> str
             "read an older one's file is a regression of that release (keras-team/keras#19959 "
             "was one); go through the weights (save_api=weights load_api=weights), or report "
             "it upstream")
-
-
-def _version(text: str) -> tuple[int, ...]:
-    return tuple(int(p) for p in text.split(".")[:3] if p.isdigit())
 
 
 def paired_save_api(load_api: str) -> str:

@@ -41,8 +41,9 @@ def python_minor() -> str:
     return f"{sys.version_info.major}.{sys.version_info.minor}"
 
 
-def _minor_key(version: str) -> tuple[int, ...]:
-    return tuple(int(p) for p in version.split("."))
+def version_key(version: str) -> tuple[int, ...]:
+    """'2.16' -> (2, 16); '3.15.1' -> (3, 15, 1): versions compared as numbers."""
+    return tuple(int(p) for p in version.split(".") if p.isdigit())
 
 
 @dataclass(frozen=True)
@@ -64,7 +65,7 @@ class LibrarySet:
     @property
     def keras_2(self) -> bool:
         """Whether this TensorFlow's tf.keras is Keras 2 (no Keras 3 generation in it)."""
-        return _minor_key(self.tensorflow) <= _minor_key(LAST_KERAS_2)
+        return version_key(self.tensorflow) <= version_key(LAST_KERAS_2)
 
     def requirements(self) -> list[str]:
         if self.keras:
@@ -105,7 +106,7 @@ def problem(found: LibrarySet | None, generation: str | None = None, key: str = 
         return None
     python = python or python_minor()
     newest = NEWEST_PYTHON.get(found.tensorflow)
-    if newest and _minor_key(python) > _minor_key(newest):
+    if newest and version_key(python) > version_key(newest):
         return (f"{key}={found.option}: TensorFlow {found.tensorflow} has no wheel for Python "
                 f"{python} (newest: {newest}); run the runner on Python {newest} or choose a "
                 "newer release")

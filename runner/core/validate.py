@@ -285,7 +285,7 @@ def release_combinations(cfg: Config, overrides: list[str] | None = None,
 
 
 def check_releases(cfg: Config, overrides: list[str] | None = None,
-          load_tf_choice: str | None = None) -> list[releases.LibrarySet]:
+                   load_tf_choice: str | None = None) -> list[releases.LibrarySet]:
     """The library sets the jobs need (none for `installed`); ConfigError naming the first
     combination that cannot run, and why."""
     needed: list[releases.LibrarySet] = []

@@ -24,7 +24,7 @@ import tensorflow as tf
 
 from runner.core import result as results
 from runner.core import targets
-from runner.core.files import LOAD_FROM, PARTIAL, PROBE, SAVED_MODEL, SAVED_WITH
+from runner.core.files import LOAD_FROM, PARTIAL, PROBE, SAVED_MODEL, SAVED_WITH, tree_bytes
 from runner.core.result import Result
 from runner.core.resume import RECIPE
 from runner.core.trust import TRUST_KEY, refusal
@@ -253,7 +253,7 @@ def stored_model(cfg: Config, out: Path, result: Result) -> Stored:
     result["replicas"]["train"] = stored.saved_with.get("replicas")
     result["saved_with"] = stored.saved_with
     result["artifact"] = str(stored.model)
-    result["artifact_bytes"] = artifact_bytes(stored.model)
+    result["artifact_bytes"] = tree_bytes(stored.model)
     if stored.native:
         result["reference"] = "native"
         # What load_api=checkpoint/weights rebuild, and compile it with: the job's own config.
@@ -277,8 +277,3 @@ def _is_uri(location: str) -> bool:
     """runs:/..., models:/..., s3://... : anything MLflow can download; plain paths are not."""
     return re.match(r"^[A-Za-z][\w+.-]*:/", location) is not None
 
-
-def artifact_bytes(path: Path) -> int:
-    if path.is_file():
-        return path.stat().st_size
-    return sum(p.stat().st_size for p in path.rglob("*") if p.is_file())

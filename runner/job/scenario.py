@@ -17,7 +17,7 @@ import tensorflow as tf
 
 from runner.core import cluster
 from runner.core.constraints import check_sizes
-from runner.core.files import SAVED_MODEL
+from runner.core.files import SAVED_MODEL, tree_bytes
 from runner.core.result import Result, write
 from runner.core.resume import DRIFTED, ERROR
 from runner.job import (
@@ -126,7 +126,7 @@ def train_side(cfg: Config, out: Path, result: Result, phase: Phase) -> None:
                               artifact.saved_with(cfg, path, result, model, compiled,
                                                   nested.example_shape(data.probe),
                                                   nested.example_dtype(data.probe)))
-        saved_bytes = artifact.artifact_bytes(staging / path.name)
+        saved_bytes = tree_bytes(staging / path.name)
         result["notes"] += notes
     # Only now is it there: a save that failed names no artifact.
     result["artifact"], result["artifact_bytes"] = str(path), saved_bytes

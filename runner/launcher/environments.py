@@ -257,10 +257,11 @@ def stale(path: Path, record: dict[str, Any]) -> bool:
     built by another RECIPE): jobs no longer use it (python -m runner.envs remove SET removes it
     with the current one)."""
     try:
-        kept = repository_lock(parse(record["set"]))
+        found = parse(record["set"])
     except (KeyError, ValueError):
         return False
-    return kept.is_file() and path.name != key(parse(record["set"]), kept.read_text())
+    kept = repository_lock(found)
+    return kept.is_file() and path.name != key(found, kept.read_text())
 
 
 def remove(found: LibrarySet, directory: str | os.PathLike[str] | None = None) -> list[Path]:

@@ -12,7 +12,6 @@ from typing import TYPE_CHECKING, Any
 
 from hydra.core.hydra_config import HydraConfig
 from hydra.experimental.callback import Callback
-from hydra.types import RunMode
 from omegaconf import DictConfig, OmegaConf, open_dict
 
 from runner.core import cluster, hints, schema, targets
@@ -21,6 +20,7 @@ from runner.core.files import PROBE, RESULT, SAVED_MODEL
 from runner.core.releases import LibrarySet
 from runner.core.validate import ConfigError, check_releases, validate, validate_sweep
 from runner.launcher import environments
+from runner.launcher.sweep import sweep_override_texts
 
 if TYPE_CHECKING:
     from runner.core.schema import Config
@@ -35,13 +35,16 @@ class Preflight(Callback):
                          fresh=not cluster.non_chief(config), saves=not config.load_from)
 
     def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
-        check_config(config, list(config.hydra.overrides.task))
+        check_config(config, list(config.hydra.overrides.task), sweep_override_texts(config))
         check_output_dir(Path(config.hydra.sweep.dir), "hydra.sweep.dir", fresh=False)
 
 
-def check_config(cfg: Config, sweep_overrides: list[str] | None = None) -> None:
-    """The config's ranges (and, for a sweep, those of every value it sweeps): exit 2 if not.
-    The user's own model and data options are named first (`name_own_options`)."""
+def check_config(cfg: Config, sweep_overrides: list[str] | None = None,
+                 swept: list[str] | None = None) -> None:
+    """The config's ranges (and, for a sweep, those of every value it sweeps): exit 2 if not;
+    then the releases of its sides (`swept`: every override of a sweep, its sweeper's params
+    included), their environments built. The user's own model and data options are named first
+    (`name_own_options`)."""
     hydra_node = cfg.get("hydra") if "hydra" in cfg.keys() else None
     choices = (hydra_node.runtime.choices if hydra_node is not None
                else HydraConfig.get().runtime.choices)
@@ -50,21 +53,11 @@ def check_config(cfg: Config, sweep_overrides: list[str] | None = None) -> None:
         validate(cfg)
         if sweep_overrides:
             validate_sweep(sweep_overrides)
-        needed = check_releases(cfg, sweep_params(cfg) + list(sweep_overrides or []),
-                                dict(choices).get("load_tf"))
+        needed = check_releases(cfg, swept, dict(choices).get("load_tf"))
     except ConfigError as e:
         print(f"Config error: {e}", file=sys.stderr)
         raise SystemExit(2) from None
     build_environments(cfg, needed)
-
-
-def sweep_params(cfg: Config) -> list[str]:
-    """A multirun's sweeper params (experiment presets set them) as overrides."""
-    hydra_node = cfg.get("hydra") if "hydra" in cfg.keys() else None
-    if hydra_node is None or hydra_node.get("mode") != RunMode.MULTIRUN:
-        return []
-    params = hydra_node.sweeper.get("params") or {}
-    return [f"{k}={v}" for k, v in params.items()]
 
 
 def build_environments(cfg: Config, needed: list[LibrarySet]) -> None:

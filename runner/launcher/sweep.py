@@ -94,11 +94,16 @@ def sweep_plan(config: DictConfig) -> tuple[list[str], int | None]:
     return sorted(counts), jobs
 
 
-def sweep_overrides(config: DictConfig) -> list[Any]:
-    """The sweep's overrides (its sweeper's params, then the command line's), parsed."""
+def sweep_override_texts(config: DictConfig) -> list[str]:
+    """The sweep's overrides as written: its sweeper's params (experiment presets set them),
+    then the command line's."""
     params = config.hydra.sweeper.get("params") or {}
-    given = [*(f"{k}={v}" for k, v in params.items()), *config.hydra.overrides.task]
-    return OverridesParser.create().parse_overrides(given)
+    return [*(f"{k}={v}" for k, v in params.items()), *config.hydra.overrides.task]
+
+
+def sweep_overrides(config: DictConfig) -> list[Any]:
+    """The sweep's overrides (`sweep_override_texts`), parsed."""
+    return OverridesParser.create().parse_overrides(sweep_override_texts(config))
 
 
 def swept_generations(config: DictConfig) -> list[str]:
