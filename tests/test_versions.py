@@ -121,3 +121,25 @@ def test_an_unreachable_index_fails_before_anything_runs(tmp_path):
     left = [p.name for p in (tmp_path / "envs").iterdir() if not p.name.endswith(".lock")]
     assert left == []  # no half-built environment
     assert environments.built(tmp_path / "envs") == []
+
+
+def test_a_file_written_outside_the_runner_is_loaded_in_the_generation_it_says(tmp_path):
+    """load_from a tf_keras SavedModel with load_tf=v2.15: the load side takes the generation the
+    file names (load_keras=legacy) before its release is checked; TensorFlow 2.15 with Keras 3
+    would be refused."""
+    saved = tmp_path / "native"
+    subprocess.run([sys.executable, "-c", (
+        "import tensorflow as tf\n"
+        "m = tf.keras.Sequential([tf.keras.layers.Input((28, 28, 1)), tf.keras.layers.Flatten(),"
+        " tf.keras.layers.Dense(10)])\n"
+        f"m.save({str(saved)!r})\n")], check=True, env={**os.environ, "TF_USE_LEGACY_KERAS": "1"})
+    job_dir = tmp_path / "run"
+    proc = runner(f"hydra.run.dir={job_dir}", *FAST, f"load_from={saved}",
+                  "load_api=saved_model", "load_tf=v2.15", env=cache(tmp_path))
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    assert "written by keras=legacy; loading it in a load_keras=legacy process" in proc.stdout
+    r = read_result(job_dir)
+    assert (r["status"], r["load_keras"], r["load_tf"]) == ("passed", "legacy", "v2.15")
+    assert r["load_versions"]["tensorflow"] == PINS["tensorflow"]
+    assert f"loaded with tensorflow {PINS['tensorflow']}, tf-keras {PINS['tf-keras']}" in (
+        proc.stdout)

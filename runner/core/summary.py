@@ -75,8 +75,10 @@ def release_words(result: Result) -> str | None:
         keras = "tf-keras" if generation == "legacy" else "keras"
         return f"tensorflow {found.get('tensorflow')}, {keras} {found.get(keras)}"
 
-    return (f"{side(result.get('versions'), result.get('keras'))} → "
-            f"{side(result.get('load_versions'), result.get('load_keras'))}")
+    loaded = side(result.get("load_versions"), result.get("load_keras"))
+    if result.get("load_from"):  # no training side ran: its versions are the file's to say
+        return f"loaded with {loaded}"
+    return f"{side(result.get('versions'), result.get('keras'))} → {loaded}"
 
 
 def resume_words(resume: Any) -> str | None:

@@ -30,6 +30,8 @@ class Preflight(Callback):
     """Hydra's callback: the checks below, once for a run, once for a whole sweep."""
 
     def on_run_start(self, config: DictConfig, **kwargs: Any) -> None:
+        # First: the load side's generation decides which releases it can run in (load_tf).
+        choose_load_keras(config, list(config.hydra.overrides.task))
         check_config(config)
         check_output_dir(Path(config.hydra.run.dir), "hydra.run.dir",
                          fresh=not cluster.non_chief(config), saves=not config.load_from)

@@ -31,9 +31,9 @@ def run(cfg: Config) -> Result:
     a scheduler (SLURM through submitit) SIGTERM means this job was cancelled or ran out of
     time: it returns its interrupted result instead, so that submitit records a result and the
     sweep's other jobs and its matrix go on."""
+    choose_load_keras(cfg, list(HydraConfig.get().overrides.task))  # before the release check
     check_config(cfg)  # again: a sweep's jobs differ from the config Preflight saw
     choose_save_api(cfg)
-    choose_load_keras(cfg, list(HydraConfig.get().overrides.task))
     output_dir = Path(HydraConfig.get().runtime.output_dir)
     # First, whatever happens next: Hydra's own .hydra/*.yaml hold the overrides as given.
     job_process.keep_secrets_out(cfg, output_dir)

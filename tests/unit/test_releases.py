@@ -123,3 +123,18 @@ def test_a_changed_lock_file_makes_a_new_environment() -> None:
     found = LibrarySet("2.19")
     assert environments.key(found, "a==1") != environments.key(found, "a==2")
     assert environments.key(found, "a==1").startswith("tf2.19-py")
+
+
+def test_the_summary_names_both_sides_libraries_or_only_the_loading_one():
+    from runner.core.summary import release_words
+
+    versions = {"tensorflow": "2.15.1", "tf-keras": "2.15.1", "keras": "2.15.0"}
+    installed = {"tensorflow": "2.21.0", "tf-keras": "2.21.0", "keras": "3.15.1"}
+    result = {"tf": "v2.15", "load_tf": None, "keras": "legacy", "load_keras": "v3",
+              "versions": versions, "load_versions": installed, "load_from": None}
+    assert release_words(result) == ("tensorflow 2.15.1, tf-keras 2.15.1 → tensorflow 2.21.0, "
+                                     "keras 3.15.1")
+    assert release_words({**result, "tf": None}) is None  # both sides installed: no words
+    loaded = {**result, "tf": None, "load_tf": "v2.15", "load_from": "/tmp/m.keras",
+              "load_keras": "legacy", "load_versions": versions}
+    assert release_words(loaded) == "loaded with tensorflow 2.15.1, tf-keras 2.15.1"
