@@ -10,12 +10,13 @@ from hydra.core.hydra_config import HydraConfig
 from hydra.types import RunMode
 from omegaconf import DictConfig
 
-from runner.core import interrupt, schema, targets
+from runner.core import help_page, interrupt, schema, targets
 from runner.core.validate import valid_keys
 from runner.launcher import sweep
 from runner.launcher.task import run
 
 schema.register()
+help_page.install()
 
 
 _started: list[RunMode] = []  # whether (and how) Hydra composed the config and called main

@@ -51,7 +51,8 @@ def test_default_job_passes_and_keeps_the_contract(run_job, tmp_path):
     # The one-line summary is what users see, and the log keeps it with the Keras output.
     summary = [ln for ln in proc.stdout.splitlines() if ln.startswith("PASSED ")]
     assert len(summary) == 1 and "save_api=keras" in summary[0]
-    assert "| resume exact |" in summary[0]
+    assert summary[0].startswith("PASSED — loads and serves the same logits; resumes exactly: "
+                                 "training continues where it stopped | ")
     assert summary[0] in (job / "job.log").read_text()
 
 

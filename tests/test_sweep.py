@@ -12,6 +12,7 @@ from helpers.run import ROOT, runner, sweep_results
 from mlflow.tracking import MlflowClient
 
 from runner import report
+from runner.core import summary
 from runner.tracking import matrix
 
 SWEEP = ["save_api=keras,export", "load_api=keras,saved_model", "verbose=0", "train.epochs=1",
@@ -35,11 +36,40 @@ def test_sweep_has_a_parent_run_children_and_a_matrix(tmp_path, launcher, capsys
     experiment = client.get_experiment_by_name("runner-save-load")
     (parent,) = client.search_runs([experiment.experiment_id],
                                    filter_string="tags.`runner.sweep` = 'true'")
-    assert parent.info.status == "FINISHED"
     children = client.search_runs(
         [experiment.experiment_id],
         filter_string=f"tags.mlflow.parentRunId = '{parent.info.run_id}'")
     assert len(children) == 4
+    # The sweep's outcome on the parent's row: counts, a summary, a status not all green.
+    counts = {"jobs": 4, "passed": sum(r["status"] == "passed" for r in results)}
+    counts["failed"] = 4 - counts["passed"]
+    assert 0 < counts["failed"] < 4  # keras→saved_model and export→keras fail, by design
+    resumes = [summary.outcome_code(r) for r in results if r["status"] == "passed"]
+    counts |= {"resume_exact": resumes.count(3), "resume_drifted": resumes.count(2),
+               "inference_only": resumes.count(1)}
+    assert parent.data.metrics == {k: float(v) for k, v in counts.items()}
+    assert parent.data.tags["summary"] == summary.sweep_words(counts)
+    assert parent.data.tags["summary"].startswith(f"{counts['passed']}/4 passed")
+    assert parent.info.status == "FAILED"
+    assert parent.data.tags["status"] == f"finished: {counts['failed']} of 4 jobs failed"
+    assert parent.data.tags["mlflow.note.content"].startswith(
+        f"**{parent.data.tags['summary']}**")
+    assert (sweep_dir / "matrix.md").read_text() in parent.data.tags["mlflow.note.content"]
+    # The runs list the runner links to: filtered to exactly this sweep's jobs (MLflow's own
+    # search with the link's filter), sorted by outcome, unfolded.
+    link = re.search(r"this sweep's jobs in the runs list: .*?(#/experiments/\S+)",
+                     proc.stdout).group(1)
+    query = parse_qs(link.split("?", 1)[1])
+    assert link.startswith(f"#/experiments/{experiment.experiment_id}/runs?")
+    listed = client.search_runs([experiment.experiment_id],
+                                filter_string=query["searchFilter"][0])
+    assert {r.info.run_id for r in listed} == {r.info.run_id for r in children}
+    assert query["orderByKey"] == ["metrics.`outcome`"]
+    # Each job's outcome metric, for the compare page's plots.
+    for child in children:
+        result = next(r for r in results if r["output_dir"] == child.data.tags["output_dir"])
+        assert child.data.metrics["outcome"] == summary.outcome_code(result)
+        assert child.data.metrics["passed"] == (result["status"] == "passed")
     by_dir = {run.data.tags["output_dir"]: run for run in children}
     for result in results:
         run = by_dir[result["output_dir"]]  # every job recorded, complete
@@ -47,7 +77,9 @@ def test_sweep_has_a_parent_run_children_and_a_matrix(tmp_path, launcher, capsys
         assert run.info.status == ("FINISHED" if result["status"] == "passed" else "FAILED")
         assert "accuracy_after_train" in run.data.metrics
         # No job's config saw a tracking URI leaked into the environment by an earlier one.
-        assert run.data.params["mlflow.tracking_uri"] == "None"
+        assert "mlflow.tracking_uri" not in run.data.params
+        # Params the job used only: no cluster (one worker), no runner internals.
+        assert not [k for k in run.data.params if k.startswith(("cluster.", "runner."))]
         assert "result.json" in {a.path for a in client.list_artifacts(run.info.run_id)}
     # The runner's own entry as the source, also where a joblib worker (argv[0]: loky's) made it.
     for run in (parent, *children):
@@ -74,16 +106,18 @@ def test_sweep_has_a_parent_run_children_and_a_matrix(tmp_path, launcher, capsys
     assert query["workflowType"] == ["machine_learning"]
     assert f"Its runs side by side: mlflow ui --backend-store-uri sqlite:///{store_dir}" \
         in proc.stdout
+    assert f'<a href="/{html.escape(link)}" target="_top">These jobs in the runs list' in page
     # Run names: short, and unique in the sweep (the swept choices tell them apart); the
-    # parent's says what the sweep compares.
+    # parent's says how the sweep came out and what it compares, the news first.
     names = [run.info.run_name for run in children]
     assert len(set(names)) == 4 and all(" digits" not in n for n in names), names
-    assert parent.info.run_name == "sweep sweep: load_api × save_api (4 jobs)"
+    assert parent.info.run_name == f"{counts['passed']}/4 passed: load_api × save_api"
     # Progress after each job; the parent run's link at the end.
     # (Two jobs that end together under joblib can both count 2 done: no "1/4" then.)
     assert "sweep: 4/4 jobs done" in proc.stdout
     assert re.search(r"sweep: [123]/4 jobs done \(", proc.stdout)
-    assert "MLflow parent run (matrix.html links every cell to its run):" in proc.stdout
+    assert "Its parent run (the outcome, the matrix linking each cell to its run):" \
+        in proc.stdout
     lines = markdown.splitlines()
     assert lines[0] == "| save_api ↓ / load_api → | keras | saved_model |"
     row = {line.split(" | ")[0].strip("| "): line for line in lines[2:]}

@@ -34,7 +34,11 @@ def assert_complete(client: MlflowClient, results: list[dict], sweep_dir) -> Non
     run with the matrix, its children linked."""
     runs = runs_by_dir(client)
     (parent,) = runs[str(sweep_dir)]
-    assert parent.info.status == "FINISHED"
+    # The sweep's outcome on the parent, as the sweep itself would have left it.
+    failed = sum(r["status"] != "passed" for r in results)
+    assert parent.info.status == ("FAILED" if failed else "FINISHED")
+    assert parent.data.metrics["failed"] == failed
+    assert parent.data.tags["summary"].startswith(f"{len(results) - failed}/{len(results)} passed")
     assert {a.path for a in client.list_artifacts(parent.info.run_id, "matrix")} >= {
         "matrix/matrix.md", "matrix/matrix.html"}
     for r in results:
@@ -46,8 +50,10 @@ def assert_complete(client: MlflowClient, results: list[dict], sweep_dir) -> Non
         assert m["accuracy_after_train"] == r["accuracy"]["after_train"]
         if r["status"] == "passed":
             assert m["max_abs_diff"] == r["max_abs_diff"]
-        history = client.get_metric_history(run.info.run_id, "train_loss")
-        assert [h.value for h in history] == r["history"]["train"]["loss"]  # once each
+        history = client.get_metric_history(run.info.run_id, "loss")  # once each
+        assert [h.value for h in history] == [
+            *r["history"]["train"]["loss"], *(r["history"].get("continue") or {}).get("loss", [])]
+        assert [h.step for h in history] == list(range(len(history)))
         artifacts = {a.path for a in client.list_artifacts(run.info.run_id)}
         assert {"result.json", "job.log", "saved_model", ".hydra", "curves.png"} <= artifacts
         assert run.data.params["train.epochs"] == "2"

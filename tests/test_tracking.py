@@ -96,12 +96,31 @@ def test_passed_job_is_a_complete_run(tmp_path, store, keras):
     head = subprocess.run(["git", "rev-parse", "HEAD"], cwd=ROOT, capture_output=True, text=True)
     assert tags.get("mlflow.source.git.commit") == (head.stdout.strip() or None)
 
-    for key in ("train_loss", "train_accuracy", "continue_loss", "continue_accuracy"):
-        history = client.get_metric_history(run.info.run_id, key)
-        assert [m.step for m in history] == [0, 1], key
-    phase, metric = "train", "loss"
-    assert [m.value for m in client.get_metric_history(run.info.run_id, f"{phase}_{metric}")] \
-        == pytest.approx(result["history"][phase][metric])
+    # Curves as Keras users read them: one `loss` and one `accuracy` series, continuing's
+    # epochs after training's (where it begins: a param), validation accuracy where the job
+    # evaluated the test split (the end of each phase).
+    history, boundary = result["history"], result["continue_from_step"]
+    assert params["continue_from_step"] == str(boundary) == "2"
+    for key in ("loss", "accuracy"):
+        series = client.get_metric_history(run.info.run_id, key)
+        assert [m.step for m in series] == [0, 1, 2, 3], key
+        assert [m.value for m in series] == pytest.approx(
+            history["train"][key] + history["continue"][key])
+    val = {m.step: m.value for m in client.get_metric_history(run.info.run_id, "val_accuracy")}
+    assert val == pytest.approx({boundary - 1: result["accuracy"]["after_train"],
+                                 3: result["accuracy"]["after_continue"]})
+    assert not [k for k in run.data.metrics if k.startswith(("train_", "continue_"))
+                and not k.endswith(("_s", "_per_s"))]
+    # The outcome, first of the run's metrics (the compare page plots it by default).
+    assert run.data.metrics["outcome"] == 3 and run.data.metrics["passed"] == 1
+    # Keras autolog's params and model summary.
+    assert (params["epochs"], params["batch_size"]) == ("2", "64")
+    assert params["optimizer_name"] == ("adam" if keras == "v3" else "Adam")
+    assert float(params["optimizer_learning_rate"]) == pytest.approx(1e-3)
+    assert not [k for k, v in params.items() if v == "None"]
+    summary_text = Path(client.download_artifacts(run.info.run_id, "model_summary.txt",
+                                                  str(tmp_path))).read_text()
+    assert "Total params" in summary_text and "conv2d" in summary_text.lower()
     m = run.data.metrics
     assert m["accuracy_after_load"] == pytest.approx(result["accuracy"]["after_load"])
     assert m["max_abs_diff"] == result["max_abs_diff"]
@@ -126,6 +145,11 @@ def test_passed_job_is_a_complete_run(tmp_path, store, keras):
     assert_all_in_before_the_end(client, run)
     assert logged.artifact_location.startswith((tmp_path / "mlflow").as_uri())
     assert [o.model_id for o in run.outputs.model_outputs] == [logged.model_id]
+    # Named by its cell, linked to the data its metrics were measured on.
+    assert logged.name == f"keras-{keras}-default-sequential"
+    test_set = f"digits (train {sizes['train']}, test {sizes['test']})"
+    on_data = [metric for metric in logged.metrics if metric.key == "accuracy_after_load"]
+    assert [metric.dataset_name for metric in on_data] == [test_set]
     # The model's page shows what the job measured of it, as after MLflow's fluent log_metric.
     on_model = {metric.key: metric.value for metric in logged.metrics}
     assert on_model["accuracy_after_load"] == m["accuracy_after_load"]
@@ -147,6 +171,26 @@ def test_passed_job_is_a_complete_run(tmp_path, store, keras):
     assert proc.stdout.strip().splitlines()[-1] == "(3, 10)"
 
 
+def test_a_passed_job_registers_its_model_when_asked(tmp_path, store):
+    """mlflow.register_model on the embedded store (the default): a version, linked both ways,
+    and nothing written where the job was started from."""
+    overrides, client = store
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    proc = runner(f"hydra.run.dir={tmp_path}/run", *TRACKED, "mlflow.register_model=digits-cnn",
+                  *overrides, cwd=elsewhere)
+    assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-2000:]
+    result, run = read_result(tmp_path / "run"), only_run(client)
+    (version,) = client.search_model_versions("name = 'digits-cnn'")
+    assert result["mlflow_model"]["registered"] == {"name": "digits-cnn", "version": 1}
+    assert (str(version.version), version.run_id) == ("1", run.info.run_id)
+    assert version.tags["save_api"] == "keras" and version.tags["verdict"].startswith("loads")
+    logged = client.get_logged_model(result["mlflow_model"]["model_uri"].split("/")[-1])
+    assert json.loads(logged.tags["mlflow.modelVersions"]) == [
+        {"name": "digits-cnn", "version": "1"}]
+    assert not list(elsewhere.iterdir())
+
+
 def test_failed_job_is_a_failed_run_with_its_traceback(tmp_path, store):
     overrides, client = store
     proc = runner(f"hydra.run.dir={tmp_path}/run", *TRACKED, "save_api=keras_saved_model",
@@ -160,7 +204,8 @@ def test_failed_job_is_a_failed_run_with_its_traceback(tmp_path, store):
     assert "Invalid filepath extension" in tags["error_message"] and tags["error_hint"]
     assert "traceback.txt" in artifact_paths(client, run.info.run_id)
     assert "accuracy_after_train" in run.data.metrics  # what ran before the failure counts
-    assert [m.step for m in client.get_metric_history(run.info.run_id, "train_loss")] == [0, 1]
+    assert [m.step for m in client.get_metric_history(run.info.run_id, "loss")] == [0, 1]
+    assert run.data.metrics["outcome"] == 0 and run.data.metrics["passed"] == 0
     assert_all_in_before_the_end(client, run)
     assert not client.search_logged_models([run.info.experiment_id])  # it failed before one
 
@@ -200,12 +245,28 @@ def test_killed_job_process_never_leaves_a_running_run(tmp_path, store, fork_ser
 
 def test_job_against_a_real_tracking_server(tmp_path, mlflow_server):
     url, artifacts_dir = mlflow_server
-    proc = runner(f"hydra.run.dir={tmp_path}/run", *TRACKED, f"mlflow.tracking_uri={url}")
+    proc = runner(f"hydra.run.dir={tmp_path}/run", *TRACKED, f"mlflow.tracking_uri={url}",
+                  "mlflow.register_model=digits-cnn")
     assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-2000:]
     client = MlflowClient(url)
     run = only_run(client)
     assert run.info.status == "FINISHED"
-    assert len(client.get_metric_history(run.info.run_id, "train_loss")) == 2
+    assert len(client.get_metric_history(run.info.run_id, "loss")) == 4
+    # mlflow.register_model: the passed job's model is a version of it, its choices as tags.
+    result = read_result(tmp_path / "run")
+    (version,) = client.search_model_versions("name = 'digits-cnn'")
+    assert result["mlflow_model"]["registered"] == {"name": "digits-cnn",
+                                                    "version": int(version.version)}
+    assert version.run_id == run.info.run_id
+    assert f"Model Registry: digits-cnn version {version.version}" in proc.stdout
+    # The logged model links to its version, as mlflow.register_model leaves it.
+    logged = client.get_logged_model(result["mlflow_model"]["model_uri"].split("/")[-1])
+    assert json.loads(logged.tags["mlflow.modelVersions"]) == [
+        {"name": "digits-cnn", "version": version.version}]
+    assert version.source == logged.artifact_location
+    assert {k: version.tags[k] for k in ("save_api", "load_api", "strategy", "keras")} == {
+        k: result[k] for k in ("save_api", "load_api", "strategy", "keras")}
+    assert version.tags["verdict"].startswith("loads and serves the same logits")
     assert {"result.json", "saved_model/model.keras", "curves.png"} <= artifact_paths(
         client, run.info.run_id)
     # The artifacts went through the server into its --artifacts-destination.
@@ -373,7 +434,7 @@ def test_metrics_arrive_while_the_job_runs_and_nothing_lands_outside_the_store(t
             experiment = client.get_experiment_by_name("runner-save-load")
             runs = client.search_runs([experiment.experiment_id]) if experiment else []
             if runs and (tmp_path / "run" / "result.json").exists():
-                history = client.get_metric_history(runs[0].info.run_id, "train_loss")
+                history = client.get_metric_history(runs[0].info.run_id, "loss")
                 # Counted only while the job process itself is still at work.
                 if read_result(tmp_path / "run")["status"] == "running":
                     seen_while_running.append(len(history))
@@ -384,7 +445,8 @@ def test_metrics_arrive_while_the_job_runs_and_nothing_lands_outside_the_store(t
     assert max(seen_while_running) >= 2, seen_while_running  # epochs logged as they ended
     client = MlflowClient(f"sqlite:///{store}/mlflow.db")
     run = only_run(client)
-    history = client.get_metric_history(run.info.run_id, "train_loss")
-    assert [m.step for m in history] == list(range(8))  # once each: not again at the end
+    history = client.get_metric_history(run.info.run_id, "loss")
+    # once each, not again at the end; continuing's one epoch after training's eight
+    assert [m.step for m in history] == list(range(9))
     assert len({m.timestamp for m in history}) > 1  # real times, not one stamp at the end
     assert not list(tmp_path.rglob("mlruns")) and not (ROOT / "mlruns").exists()

@@ -50,6 +50,7 @@ DATABASE_ARTIFACTS = OUTPUTS / "mlflow-artifacts"
 
 # ---- artifacts of a run ----------------------------------------------------------------------
 CURVES = "curves.png"
+MODEL_SUMMARY = "model_summary.txt"  # the trained model's summary, as Keras autolog logs it
 MATRIX_DIR = "matrix"
 
 

@@ -104,6 +104,7 @@ class MlflowModel(TypedDict, total=False):
     model_uri: str
     serving_env: dict[str, str]
     error: str
+    registered: dict[str, Any]  # mlflow.register_model: {name, version} or {name, error}
 
 
 class _Always(TypedDict):
@@ -174,6 +175,8 @@ class Result(_Always, total=False):
     cluster_start: dict[str, Any]  # a multi-worker job: {spec, me, joined}
     mlflow_model: MlflowModel
     metrics_logged_live: list[str]  # the phases the relay logged epoch by epoch
+    continue_from_step: int  # the training's epochs: continuing's first step on the curves
+    fit_params: dict[str, str]  # the training's epochs, batch_size, optimizer_<key> (autolog's)
     tracking: Tracking
     # save_api=backup_and_restore: the training killed and started again, against the same
     # training uninterrupted (runner.job.interruption): killed_at {epoch, batch},

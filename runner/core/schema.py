@@ -228,6 +228,9 @@ class Mlflow:
     # "fail" (a failure in phase `tracking`; the work is on disk either way). Not an Enum:
     # `continue` cannot be a member's name.
     on_lost: str = MISSING
+    # A Model Registry name: each passed job's logged model becomes a version of it, its choices
+    # as the version's tags. null: nothing registered.
+    register_model: str | None = None
 
 
 @dataclass

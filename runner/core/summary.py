@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterable, Mapping
 from typing import Any
 
 from runner.core.result import DIMENSIONS, Result
@@ -32,20 +33,18 @@ def summary_line(result: Result) -> str:
     releases = release_words(result)
     if releases:
         combo += f" ({releases})"
-    head = f"{result['status'].upper()} {combo} | acc train/load/continue {accs}"
+    status = f"{result['status'].upper()} — {verdict(result)} |"
+    head = f"{status} {combo} | acc train/load/continue {accs}"
     metrics = result.get("metrics") or {}
     if metrics and not any(acc.values()):  # the model's own loss where argmax does not fit
         losses = "/".join(_fmt((metrics.get(k) or {}).get("loss"), ".3f")
                           for k in ("after_train", "after_load", "after_continue"))
-        head = f"{result['status'].upper()} {combo} | loss train/load/continue {losses}"
+        head = f"{status} {combo} | loss train/load/continue {losses}"
     diff = result.get("max_abs_diff")
     if result["status"] == "passed" or diff is None:
         head += f" | max|Δ| {_fmt(diff, '.1e')}"
     else:  # measured before the failure, within the tolerance: not what failed
         head += f" | probe logits matched (max|Δ| {diff:.1e})"
-    resume = resume_words(result.get("resume"))
-    if resume:
-        head += f" | {resume}"
     restart = restart_words(result.get("interruption"))
     if restart:
         head += f" | {restart}"
@@ -62,6 +61,97 @@ def summary_line(result: Result) -> str:
     elif result.get("mlflow_run_url"):
         head += f" | {result['mlflow_run_url']}"
     return head
+
+
+# What a failure in each phase means for the question the job asks, in words.
+FAILED_IN = {
+    "train": "does not train", "data": "its data could not be prepared",
+    "save": "does not save", "mlflow_model": "does not save as an MLflow model",
+    "reference": "its reference could not be computed", "load": "does not load",
+    "verify": "loads, but does not serve the same logits",
+    "continue": "loads and serves the same logits, but training cannot continue",
+    "resume": "loads and serves the same logits, but resuming is not exact "
+              "(verify.resume=require)",
+    "resave": "loads and serves the same logits, but does not save again",
+}
+
+# The outcome metric of a job's MLflow run (and the order of its colours in the compare page's
+# plots): higher is better.
+OUTCOME_CODES = {"failed": 0, "inference only": 1, "resume not exact": 2, "resume exact": 3}
+
+
+def outcome_code(result: Result) -> int:
+    """0 failed (or interrupted), 1 passed for inference only, 2 passed but resuming was not
+    exact (drifted, or the check failed), 3 passed and resumes exactly (or was not checked)."""
+    if result["status"] != "passed":
+        return OUTCOME_CODES["failed"]
+    resume = result.get("resume") or {}
+    if resume.get("outcome") in (DRIFTED, ERROR):
+        return OUTCOME_CODES["resume not exact"]
+    if inference_only(resume):
+        return OUTCOME_CODES["inference only"]
+    return OUTCOME_CODES["resume exact"]
+
+
+def verdict(result: Result) -> str:
+    """What the outcome means, in words: 'loads and serves the same logits; resume drifted 1.6
+    (new optimizer): training does not continue where it stopped'."""
+    if result["status"] == "interrupted":
+        return f"interrupted in {(result.get('error') or {}).get('phase') or 'its run'}"
+    if result["status"] != "passed":
+        phase = (result.get("error") or {}).get("phase") or ""
+        return FAILED_IN.get(phase, f"fails in {phase or 'an unknown phase'}")
+    head = "loads and serves the same logits"
+    resume = result.get("resume") or {}
+    outcome = resume.get("outcome")
+    if outcome == EXACT:
+        return f"{head}; resumes exactly: training continues where it stopped"
+    if outcome == DRIFTED:
+        return (f"{head}; resume drifted {_fmt(resume.get('max_abs_diff'), '.2g')} "
+                f"({resume.get('cause') or 'unknown'}): training does not continue where it "
+                "stopped")
+    if outcome == ERROR:
+        return (f"{head}; the resume check failed ({resume.get('cause') or 'unknown'}): "
+                "whether training continues where it stopped is not known")
+    if inference_only(resume):
+        return f"{head}; inference only: it cannot be trained further"
+    return head
+
+
+# A sweep's counts, as its parent run's metrics: how many jobs came out which way.
+COUNT_KEYS = ("jobs", "passed", "failed", "resume_exact", "resume_drifted", "inference_only")
+
+
+def sweep_counts(done: Iterable[Result]) -> dict[str, int]:
+    """How a sweep's jobs came out: jobs, passed, failed (interrupted and still running ones
+    included: they did not pass), and of the passed ones how many resume exactly (or were not
+    checked), drifted (or the check failed), serve for inference only."""
+    counts = dict.fromkeys(COUNT_KEYS, 0)
+    by_code = {OUTCOME_CODES["resume exact"]: "resume_exact",
+               OUTCOME_CODES["resume not exact"]: "resume_drifted",
+               OUTCOME_CODES["inference only"]: "inference_only"}
+    for result in done:
+        counts["jobs"] += 1
+        if result.get("status") != "passed":
+            counts["failed"] += 1
+            continue
+        counts["passed"] += 1
+        counts[by_code[outcome_code(result)]] += 1
+    return counts
+
+
+def sweep_words(counts: Mapping[str, int]) -> str:
+    """A sweep's outcome in one short line: '2/4 passed: 1 resumes exactly, 1 inference only;
+    2 failed'."""
+    parts = [f"{counts[key]} {words}" for key, words in (
+        ("resume_exact", "resume exactly"), ("resume_drifted", "resume drifted"),
+        ("inference_only", "inference only")) if counts.get(key)]
+    line = f"{counts['passed']}/{counts['jobs']} passed"
+    if parts:
+        line += ": " + ", ".join(parts)
+    if counts["failed"]:
+        line += f"; {counts['failed']} failed"
+    return line
 
 
 def release_words(result: Result) -> str | None:

@@ -60,6 +60,9 @@ _RANGES: list[tuple[str, Any, str]] = [
     ("mlflow.http_timeout_s", lambda v: v >= 1, "an integer >= 1"),
     ("mlflow.http_max_retries", lambda v: v >= 0, "an integer >= 0"),
     ("mlflow.on_lost", lambda v: v in ("continue", "fail"), "continue or fail"),
+    ("mlflow.register_model", lambda v: v is None or (
+        str(v).strip() != "" and not any(c in str(v) for c in "/:")),
+     "a Model Registry name without '/' or ':' (or null: register nothing)"),
     ("train.precision", lambda v: v in PRECISIONS, ", ".join(PRECISIONS)),
     ("save_api.save_freq", lambda v: v is None or v == "epoch" or (
         isinstance(v, int) and not isinstance(v, bool) and v >= 1),

@@ -17,7 +17,7 @@ import tensorflow as tf
 
 from runner.core import cluster
 from runner.core.constraints import check_sizes
-from runner.core.files import SAVED_MODEL, tree_bytes
+from runner.core.files import MODEL_SUMMARY, SAVED_MODEL, tree_bytes
 from runner.core.result import Result, write
 from runner.core.resume import DRIFTED, ERROR
 from runner.job import (
@@ -39,7 +39,13 @@ from runner.job.data import Data
 from runner.job.loading import Loaded, load
 from runner.job.resave import resave
 from runner.job.saving import save, save_before_fit
-from runner.job.training import build_model, keep_going, train
+from runner.job.training import (
+    build_model,
+    fit_params,
+    keep_going,
+    model_summary,
+    train,
+)
 from runner.tracking import handover
 
 if TYPE_CHECKING:
@@ -96,6 +102,10 @@ def train_side(cfg: Config, out: Path, result: Result, phase: Phase) -> None:
         with timed(result, "train_s"):  # with the save API's callback, if it is one
             result["history"]["train"] = train(model, data.train, cfg.train.epochs, cfg,
                                                "train", callbacks.for_fit(cfg, out))
+        result["continue_from_step"] = cfg.train.epochs  # continuing's first epoch on the curve
+        result["fit_params"] = fit_params(model, cfg.train.epochs, global_batch)
+        with contextlib.suppress(Exception):  # a model that cannot summarise itself: no file
+            (out / MODEL_SUMMARY).write_text(model_summary(model))
         if cfg.save_api.name == BACKUP_AND_RESTORE:
             result["notes"] += callbacks.leftovers(model)
         if killed is not None:

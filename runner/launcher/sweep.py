@@ -22,7 +22,7 @@ from hydra.core.override_parser.overrides_parser import OverridesParser
 from hydra.experimental.callback import Callback
 from omegaconf import DictConfig, OmegaConf
 
-from runner.core import interrupt, redact, sweep_file
+from runner.core import console, interrupt, redact, sweep_file
 from runner.core import result as results
 from runner.core.files import MULTIRUN_YAML
 from runner.launcher import job_process
@@ -42,7 +42,9 @@ class SweepCallback(Callback):
         swept, jobs = sweep_plan(config)
         info: dict[str, Any] = {"parent_run_id": None, "tracking_uri": None,
                                 "experiment_id": None, "swept": swept, "jobs": jobs,
-                                "name": parent_name(config, sweep_dir, swept, jobs),
+                                "what": sweep_what(config, swept),
+                                "name": parent_name(config, swept, jobs),
+                                "overrides": " ".join(sweep_override_texts(config)),
                                 "started": time.time(),
                                 # what runner.sync needs to reach the store again (masked)
                                 "mlflow": redact.tree(OmegaConf.to_container(
@@ -53,6 +55,8 @@ class SweepCallback(Callback):
             # Every job's process (joblib's workers too) starts the fork servers of all the
             # sweep's Keras generations at its first job, not one by one as jobs need them.
             os.environ[GENERATIONS_ENV] = ",".join(swept_generations(config))
+            # TensorFlow's start-up lines and each warning once per sweep, not once per job.
+            os.environ[console.SEEN_DIR_ENV] = str(sweep_dir / ".console-seen")
         if "BasicLauncher" in launcher:  # the jobs run in this process: their servers can start
             job_process.warm_fork_servers(config, sweep=True)
         with interrupt.deferred():  # a parent run created must be recorded, to be closed
@@ -71,13 +75,18 @@ class SweepCallback(Callback):
         close(Path(config.hydra.sweep.dir).resolve(), "finished")
 
 
-def parent_name(config: DictConfig, sweep_dir: Path, swept: list[str], jobs: int | None) -> str:
-    """The parent run's name, short enough for the runs table and saying what the sweep
-    compares: 'sweep 01-36-47: experiment=matrix (32 jobs)', 'sweep 01-36-47: load_api ×
-    save_api (4 jobs)'."""
+def sweep_what(config: DictConfig, swept: list[str]) -> str:
+    """What a sweep compares, in a few words: 'experiment=matrix', 'load_api × save_api'."""
     preset = (config.hydra.runtime.get("choices") or {}).get("experiment")
-    what = f"experiment={preset}" if preset else " × ".join(swept) or "one job"
-    return f"sweep {sweep_dir.name}: {what}" + (f" ({jobs} jobs)" if jobs else "")
+    return f"experiment={preset}" if preset else " × ".join(swept) or "one job"
+
+
+def parent_name(config: DictConfig, swept: list[str], jobs: int | None) -> str:
+    """The parent run's name while the sweep runs, its news first, as the runs list's narrow
+    column cuts it: '4 jobs: load_api × save_api' (at the end '3/4 passed: load_api ×
+    save_api', runs.finish_parent). When and where it ran: the Created column, the run's
+    description."""
+    return (f"{jobs} jobs" if jobs else "jobs") + f": {sweep_what(config, swept)}"
 
 
 def sweep_plan(config: DictConfig) -> tuple[list[str], int | None]:
@@ -148,7 +157,7 @@ def close(sweep_dir: Path, status: str, e: BaseException | None = None) -> None:
     if done:  # a sweep stopped before its first job wrote anything has no matrix
         m = matrix.build(matrix.record_from_result(r) for r in done)
         paths = matrix.write(m, sweep_dir, parent and parent.run_link,
-                             parent and parent.compare_link)
+                             parent and parent.compare_link, parent and parent.runs_link)
         print(f"\nCompatibility matrix ({sweep_dir}"
               f"{'' if status == 'finished' else ', ' + status}):\n\n"
               f"{matrix.to_markdown(m)}", flush=True)

@@ -39,6 +39,9 @@ class Parent:
         # The UI page comparing the sweep's runs.
         self.compare = links.compare_page(info.get("experiment_id"), run_ids) if run_ids else None
         self.compare_link = links.href(self.run.uri, self.compare) if self.compare else None
+        # The experiment's runs list filtered to the sweep's jobs, unfolded.
+        self.runs = links.runs_page(info.get("experiment_id"), info["parent_run_id"])
+        self.runs_link = links.href(self.run.uri, self.runs)
 
     def run_link(self, run_id: str) -> str:
         return runs.TrackedRun(self.run.uri, run_id, self.info.get("experiment_id")).href
@@ -51,7 +54,7 @@ class Parent:
         try:
             if e is not None:
                 runs.close_running_children(parent, e)
-            runs.finish_parent(parent, paths, sweep_dir, status)
+            runs.finish_parent(parent, paths, sweep_dir, status, self.done)
             parent.client.set_tag(parent.run_id, record.RECORD_TAG,
                                   record.sweep_digest(self.done))
         except Exception as lost:  # the store went away: the record is on disk
@@ -62,7 +65,9 @@ class Parent:
         if pending or sweep_file.sweep_info(sweep_dir).get("parent_status") == "pending":
             sync_once(sweep_dir, self.info)
         else:
-            print(f"MLflow parent run (matrix.html links every cell to its run): "
+            print(f"MLflow, this sweep's jobs in the runs list: "
+                  f"{links.open_with(parent.uri, self.runs)}", flush=True)
+            print(f"Its parent run (the outcome, the matrix linking each cell to its run): "
                   f"{parent.open_with()}", flush=True)
             if self.compare:
                 print(f"Its runs side by side: {links.open_with(parent.uri, self.compare)}",

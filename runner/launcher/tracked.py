@@ -63,6 +63,8 @@ def run_tracked(cfg: Config, output_dir: Path, overrides: list[str], job: Job | 
     # Said before finishing, so that the result.json the run holds is the one on disk; if the
     # store goes away meanwhile, `pending` replaces it on disk and runner.sync uploads that.
     result["tracking"] = {"status": "recorded", "run_id": run.run_id}
+    if cfg.mlflow.register_model:
+        runs.register(run, result, cfg.mlflow.register_model)
     results.write(output_dir, result)
     try:
         runs.finish(run, result, output_dir)
@@ -70,6 +72,12 @@ def run_tracked(cfg: Config, output_dir: Path, overrides: list[str], job: Job | 
         return tracking_lost(cfg, result, output_dir, run, e, sweep)
     report(result, output_dir)
     print(f"MLflow run: {run.open_with()}", flush=True)
+    registered = (result.get("mlflow_model") or {}).get("registered")
+    if registered:
+        print(f"Model Registry: {registered['name']} version {registered['version']}"
+              if "version" in registered else
+              f"Model Registry: not registered as {registered['name']}: {registered['error']}",
+              flush=True)
     return result
 
 

@@ -25,6 +25,7 @@ from runner.core.text import first_line
 RUN_ID_ENV = "MLFLOW_RUN_ID"  # set by the Hydra process for the chief of a tracked job only
 EPOCHS_ENV = "RUNNER_EPOCHS_FILE"
 MODEL_DIR_ENV = "RUNNER_MLFLOW_MODEL_DIR"
+MODEL_NAME_ENV = "RUNNER_MLFLOW_MODEL_NAME"  # runner.sync: the logged model's name (its cell)
 
 
 def tracked() -> bool:
@@ -39,9 +40,10 @@ def mlflow_here() -> bool:
     return importlib.util.find_spec("mlflow") is not None
 
 
-def epoch_callback(phase: str) -> Any:
-    """A Keras callback handing each epoch's metrics to the Hydra process (`<phase>_loss`,
-    `<phase>_accuracy`, step = epoch); None when the job is not tracked here."""
+def epoch_callback(phase: str, first_step: int = 0) -> Any:
+    """A Keras callback handing each epoch's metrics to the Hydra process (`loss`, `accuracy`,
+    ..., at step first_step + epoch: training and continuing make one curve); None when the job
+    is not tracked here."""
     path = os.environ.get(EPOCHS_ENV)
     if not (tracked() and path):
         return None
@@ -51,7 +53,7 @@ def epoch_callback(phase: str) -> Any:
         def on_epoch_end(self, epoch: int, logs: Mapping[str, Any] | None = None) -> None:
             values = {("accuracy" if k.endswith("accuracy") else k): float(v)
                       for k, v in (logs or {}).items()}
-            line = json.dumps({"phase": phase, "epoch": epoch, "values": values,
+            line = json.dumps({"phase": phase, "step": first_step + epoch, "values": values,
                                "time_ms": int(time.time() * 1000)})
             with open(path, "a") as f:  # one write of one line: the reader sees whole lines
                 f.write(line + "\n")
@@ -113,7 +115,8 @@ def log_keras_model(model: Any, probe: Any, logits: Any,
 
     try:
         info = Model.log(
-            None, name="model", flavor=mlflow.tensorflow, run_id=os.environ[RUN_ID_ENV],
+            None, name=os.environ.get(MODEL_NAME_ENV) or "model", flavor=mlflow.tensorflow,
+            run_id=os.environ[RUN_ID_ENV],
             model=model, signature=infer_signature(probe, logits),
             pip_requirements=requirements(versions))
     except Exception as e:  # recorded, not fatal: the scenario's own save/load is the subject

@@ -4,7 +4,7 @@ them (a server's URL, or the `mlflow ui` command for the embedded store)."""
 from __future__ import annotations
 
 import json
-from urllib.parse import quote
+from urllib.parse import quote, urlencode
 
 from runner.core import redact
 
@@ -33,3 +33,18 @@ def compare_page(experiment_id: str | None, run_ids: list[str]) -> str:
     runs = quote(json.dumps(run_ids, separators=(",", ":")))
     experiments = quote(json.dumps([experiment_id]))
     return f"#/compare-runs?runs={runs}&experiments={experiments}&{WORKFLOW}"
+
+
+def runs_page(experiment_id: str | None, parent_run_id: str) -> str:
+    """The experiment's runs list showing only this sweep's jobs, unfolded: MLflow 3.17's UI
+    folds child runs under their parent (collapsed) while the list is sorted by date, its
+    default, filter or not; sorted by outcome, the jobs are rows of their own."""
+    query = urlencode({"searchFilter": sweep_filter(parent_run_id),
+                       "orderByKey": "metrics.`outcome`", "orderByAsc": "false"},
+                      quote_via=quote)
+    return f"#/experiments/{experiment_id}/runs?{query}&{WORKFLOW}"
+
+
+def sweep_filter(parent_run_id: str) -> str:
+    """MLflow's search filter for a sweep's jobs (the runs whose parent is its parent run)."""
+    return f"tags.mlflow.parentRunId = '{parent_run_id}'"

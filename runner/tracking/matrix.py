@@ -253,10 +253,11 @@ def heatmap(m: Matrix) -> Any:
 
 
 def to_html(m: Matrix, href: Callable[[str], str] | None = None,
-            compare: str | None = None) -> str:
+            compare: str | None = None, runs_list: str | None = None) -> str:
     """The matrix as an HTML table, each cell coloured like the heatmap and, given `href`
-    (run id -> link), linking to its jobs' runs in the MLflow UI; given `compare`, a link to
-    the UI's comparison of all of them above it."""
+    (run id -> link), linking to its jobs' runs in the MLflow UI; given `compare` and
+    `runs_list`, links to the UI's comparison of all of them and to the runs list of them
+    above it."""
     def cell(r: tuple[str, ...], c: tuple[str, ...]) -> str:
         text = html.escape(m.cell(r, c))
         links = [f'<a href="{html.escape(href(run))}" target="_top">run</a>'
@@ -273,17 +274,20 @@ def to_html(m: Matrix, href: Callable[[str], str] | None = None,
             "<style>body{font-family:sans-serif}table{border-collapse:collapse}"
             "td,th{border:1px solid #999;padding:4px 8px;font-size:13px;vertical-align:top}"
             "</style>"
-            + (f'<p><a href="{html.escape(compare)}" target="_top">Compare these '
-               f"{sum(map(len, m.runs.values()))} runs side by side</a></p>" if compare else "")
+            + "".join(f'<p><a href="{html.escape(link)}" target="_top">{words}</a></p>'
+                      for link, words in (
+                          (runs_list, "These jobs in the runs list, by outcome"),
+                          (compare, f"Compare these {sum(map(len, m.runs.values()))} runs "
+                                    "side by side")) if link)
             + f"<table><tr>{head}</tr>{body}</table>\n")
 
 
 def write(m: Matrix, directory: Path, href: Callable[[str], str] | None = None,
-          compare: str | None = None) -> dict[str, Path]:
+          compare: str | None = None, runs_list: str | None = None) -> dict[str, Path]:
     """matrix.md, matrix.csv, matrix.png and matrix.html in `directory`."""
     paths = {name: directory / matrix_file(name) for name in MATRIX_FORMATS}
     paths["md"].write_text(to_markdown(m))
     paths["csv"].write_text(to_csv(m))
-    paths["html"].write_text(to_html(m, href, compare))
+    paths["html"].write_text(to_html(m, href, compare, runs_list))
     heatmap(m).savefig(paths["png"], dpi=120)
     return paths

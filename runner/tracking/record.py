@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import re
 import time
 from collections.abc import Iterator, Mapping
 from pathlib import Path
@@ -17,7 +18,9 @@ from mlflow.utils.validation import MAX_PARAM_VAL_LENGTH
 from omegaconf import OmegaConf
 
 from runner.core import files, redact
+from runner.core.cluster import MULTI_WORKER
 from runner.core.result import DIMENSIONS, EXTRA_DIMENSIONS, GROUPS, Result, variants
+from runner.core.summary import outcome_code, verdict
 from runner.core.text import first_line
 from runner.tracking.curves import curves_figure
 
@@ -62,9 +65,24 @@ def swept_name(cfg: Config, overrides: list[str], swept: list[str]) -> str:
 
 
 def params(cfg: Config) -> dict[str, str]:
-    """The resolved config as dotted keys, values cut to MLflow's length limit."""
+    """The resolved config as dotted keys, values cut to MLflow's length limit, less what the
+    job did not use (the compare page lists every param, sorted: `cluster.*` came first):
+    unset keys (null), `cluster.*` unless a side ran on several workers, and `runner.*` (how
+    the runner ran its processes, not what the job did)."""
     flat = dict(_flatten(OmegaConf.to_container(cfg, resolve=True, enum_to_str=True)))
-    return {k: redact.text(str(v))[:MAX_PARAM_VAL_LENGTH] for k, v in flat.items()}
+    multi_worker = MULTI_WORKER in (cfg.strategy.name, cfg.load_strategy.name)
+    return {k: redact.text(str(v))[:MAX_PARAM_VAL_LENGTH] for k, v in flat.items()
+            if v is not None and not k.startswith("runner.")
+            and (multi_worker or not k.startswith("cluster."))}
+
+
+def model_name(tags: Mapping[str, Any]) -> str:
+    """The name of a job's logged model: its cell, e.g. 'keras-v3-mirrored-sequential' (save
+    API, Keras generation, training strategy, model); the Models list tells them apart."""
+    parts = [str(tags.get(key) or "unknown") for key in ("save_api", "keras", "strategy", "model")]
+    if tags.get("data") and tags["data"] != NAME_DEFAULTS["data"]:
+        parts.append(tags["data"])
+    return re.sub(r"[/:.%\"']", "-", "-".join(parts))
 
 
 def start_tags(cfg: Config, output_dir: Path, overrides: list[str]) -> dict[str, str]:
@@ -75,17 +93,25 @@ def start_tags(cfg: Config, output_dir: Path, overrides: list[str]) -> dict[str,
         "status": "running",
         "overrides": " ".join(overrides) or "(defaults)",
         "output_dir": str(output_dir),
-        "mlflow.note.content": f"python -m runner {' '.join(overrides)}".strip(),
+        "mlflow.note.content": command(overrides),
     })
     return tags
+
+
+def command(overrides: list[str]) -> str:
+    return f"python -m runner {' '.join(overrides)}".strip()
 
 
 def result_tags(result: Result) -> dict[str, str]:
     versions = result.get("versions") or {}
     loaded = result.get("load_versions") or versions
     tags = {key: str(result[key]) for key in DIMENSIONS if result.get(key) is not None}
+    outcome = f"{result['status'].upper()} — {verdict(result)}"
     tags.update({
         "status": result["status"],
+        # The verdict in words, and first on the run page (its description), over the command.
+        "verdict": outcome,
+        "mlflow.note.content": f"**{outcome}**\n\n`{command(result.get('overrides') or [])}`",
         "tensorflow_version": str(versions.get("tensorflow")),
         "keras_version": str(versions.get("keras")),
         "tf_keras_version": str(versions.get("tf-keras")),
@@ -119,22 +145,53 @@ def result_tags(result: Result) -> dict[str, str]:
     return tags
 
 
-def metrics(result: Result, all_phases: bool = False,
-            model_id: str | None = None) -> Iterator[Metric]:
-    """Per-epoch curves (step = epoch) of the phases the job process did not log live (all of
-    them, all_phases=True), then the job's single numbers, linked to the run's logged model
-    `model_id` as MLflow's fluent log_metric links a run's step-0 metrics to its output model:
-    the model's page in the UI shows them."""
+def steps(result: Result | Mapping[str, Any]) -> dict[str, int]:
+    """Each phase's first step on the curves: continuing's epochs follow training's, as one
+    `loss` and one `accuracy` series (a restarted training's history holds its last epochs)."""
+    history = result.get("history") or {}
+    trained = max(map(len, (history.get("train") or {}).values()), default=0)
+    boundary = result.get("continue_from_step", trained)
+    return {"train": boundary - trained, "continue": boundary}
+
+
+def metrics(result: Result, all_phases: bool = False, model_id: str | None = None,
+            dataset: tuple[str, str] | None = None) -> Iterator[Metric]:
+    """The job's outcome first; per-epoch curves (`loss`, `accuracy`, ...: training then
+    continuing on one step axis) of the phases the job process did not log live (all of them,
+    all_phases=True); `val_<metric>` on the test split where the job evaluated it (the end of
+    training, the end of continuing); then the job's single numbers. Those are linked to the
+    run's logged model `model_id` as MLflow's fluent log_metric links a run's step-0 metrics to
+    its output model, the test split's ones also to its `dataset` (name, digest): the model's
+    page shows them, and which data they were measured on."""
     now = int(time.time() * 1000)
+    yield Metric("outcome", float(outcome_code(result)), now, 0, model_id=model_id)
+    yield Metric("passed", float(result["status"] == "passed"), now, 0, model_id=model_id)
+    on_data = dict(zip(("dataset_name", "dataset_digest"), dataset or (), strict=False))
     live = set() if all_phases else set(result.get("metrics_logged_live") or ())
-    for phase, history in (result.get("history") or {}).items():
+    first = steps(result)
+    history = result.get("history") or {}
+    for phase, curves in history.items():
         if phase in live:
             continue
-        for name, values in history.items():
+        for name, values in curves.items():
             for epoch, value in enumerate(values):
-                yield Metric(f"{phase}_{name}", float(value), now, epoch)
+                yield Metric(name, float(value), now, first.get(phase, 0) + epoch)
+    evaluated = {"after_train": first["continue"] - 1}
+    continued = max(map(len, (history.get("continue") or {}).values()), default=0)
+    if continued:  # an inference-only load evaluated where training ended: no new point
+        evaluated["after_continue"] = first["continue"] + continued - 1
+    for when, step in evaluated.items():
+        values = {"accuracy": (result.get("accuracy") or {}).get(when),
+                  **((result.get("metrics") or {}).get(when) or {})}
+        for name, value in values.items():
+            if value is not None and step >= 0:
+                yield Metric(f"val_{name}", float(value), now, step, model_id=model_id,
+                             **on_data)
+    tested = {f"accuracy_{k}": v for k, v in (result.get("accuracy") or {}).items()}
+    for name, value in tested.items():
+        if value is not None:
+            yield Metric(name, float(value), now, 0, model_id=model_id, **on_data)
     singles = {
-        **{f"accuracy_{k}": v for k, v in (result.get("accuracy") or {}).items()},
         **(result.get("timings") or {}),
         **(result.get("throughput") or {}),
         "max_abs_diff": result.get("max_abs_diff"),
@@ -155,7 +212,9 @@ def complete(client: MlflowClient, run_id: str, result: Result, output_dir: Path
     process logged live are not logged twice), tags, dataset inputs, files, and last the record
     tag. fresh=False (runner.sync): the run may hold part of it already; only what is missing
     is added, so completing twice changes nothing."""
-    have_params, have_steps, have_inputs = set(), set(), set()
+    have_params: set[str] = set()
+    have_inputs: set[str] = set()
+    have_metrics: dict[str, set[tuple[int, float]]] = {}
     if fresh:
         model_id = logged_model_id(result)  # logged into this run by the relay, in this store
     else:
@@ -166,15 +225,19 @@ def complete(client: MlflowClient, run_id: str, result: Result, output_dir: Path
         model_id = outputs[0].model_id if outputs else None
         have_params = set(existing.data.params)
         have_inputs = {d.dataset.name for d in existing.inputs.dataset_inputs}
-        for phase, history in (result.get("history") or {}).items():
-            for name in history:
-                key = f"{phase}_{name}"
-                have_steps |= {(key, m.step) for m in client.get_metric_history(run_id, key)}
-        singles = set(existing.data.metrics) - {k for k, _ in have_steps}
-        have_steps |= {(k, 0) for k in singles}
-    todo = [m for m in metrics(result, all_phases=not fresh, model_id=model_id)
-            if (m.key, m.step) not in have_steps]
-    client.log_batch(run_id, metrics=todo, tags=[
+        # (step, value) of each metric the run has: a step logged with the same value is not
+        # logged again; the outcome's placeholder (NaN, logged at the start) is replaced.
+        have_metrics = {key: {(m.step, m.value) for m in client.get_metric_history(run_id, key)}
+                        for key in existing.data.metrics}
+    inputs = dataset_inputs(result)
+    linked = (inputs[0].dataset.name, inputs[0].dataset.digest) if inputs else None
+    todo = [m for m in metrics(result, all_phases=not fresh, model_id=model_id, dataset=linked)
+            if (m.step, m.value) not in have_metrics.get(m.key, ())]
+    job_params = {"continue_from_step": str(steps(result)["continue"]),
+                  **(result.get("fit_params") or {})} if result.get("history") else {}
+    client.log_batch(run_id, metrics=todo, params=[
+        Param(k, redact.text(v)[:MAX_PARAM_VAL_LENGTH]) for k, v in job_params.items()
+        if k not in have_params], tags=[
         RunTag(k, redact.text(v)) for k, v in result_tags(result).items()])
     resolved = files.hydra_file(output_dir)
     if not fresh and resolved.is_file():
@@ -182,10 +245,9 @@ def complete(client: MlflowClient, run_id: str, result: Result, output_dir: Path
         missing = [Param(k, v) for k, v in on_disk.items() if k not in have_params]
         if missing:
             client.log_batch(run_id, params=missing)
-    if result.get("data_sizes"):
-        inputs = [d for d in dataset_inputs(result) if d.dataset.name not in have_inputs]
-        if inputs:
-            client.log_inputs(run_id, datasets=inputs)
+    inputs = [d for d in inputs if d.dataset.name not in have_inputs]
+    if inputs:
+        client.log_inputs(run_id, datasets=inputs)
     log_files(client, run_id, result, output_dir)
     client.set_tag(run_id, RECORD_TAG, record_digest(result))
 
@@ -195,6 +257,7 @@ def log_files(client: MlflowClient, run_id: str, result: Result,
     """The saved model as written, Hydra's configs, the logs, the result, curves, traceback."""
     for path in (output_dir / files.RESULT, output_dir / files.JOB_LOG,
                  output_dir / files.TRACEBACK, output_dir / files.WORKERS,
+                 output_dir / files.MODEL_SUMMARY,
                  *sorted(output_dir.glob(files.worker_log("*")))):  # multi-worker: the others
         if path.exists():
             client.log_artifact(run_id, str(path))

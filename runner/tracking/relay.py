@@ -14,6 +14,7 @@ from mlflow.tracking import MlflowClient
 
 from runner.core.result import Result
 from runner.tracking import handover
+from runner.tracking.record import model_name
 from runner.tracking.runs import TrackedRun
 
 # The run's tags that MLflow's Model.log also gives the logged model (who, from what code).
@@ -89,7 +90,7 @@ class JobRelay:
             try:
                 epoch = json.loads(line)
                 client.log_batch(self.run.run_id, metrics=[
-                    Metric(f"{epoch['phase']}_{k}", v, epoch["time_ms"], epoch["epoch"])
+                    Metric(k, v, epoch["time_ms"], epoch["step"])
                     for k, v in epoch["values"].items()])
             except Exception:  # noqa: BLE001 - finish logs the phase whole, or sync does
                 self.failed = True
@@ -107,7 +108,8 @@ class JobRelay:
         try:
             run = client.get_run(self.run.run_id)
             logged = client.create_logged_model(
-                run.info.experiment_id, name="model", source_run_id=self.run.run_id,
+                run.info.experiment_id, name=model_name(run.data.tags),
+                source_run_id=self.run.run_id,
                 params=dict(run.data.params),
                 tags={k: v for k, v in run.data.tags.items() if k in SOURCE_TAGS})
             model_id = logged.model_id

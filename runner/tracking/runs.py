@@ -12,23 +12,35 @@ from __future__ import annotations
 import contextlib
 import functools
 import getpass
+import json
+import math
+import time
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from mlflow.entities import Param
+from mlflow import exceptions as mlflow_exceptions
+from mlflow.entities import Metric, Param, RunTag
 from mlflow.tracking import MlflowClient
 from mlflow.utils import git_utils, mlflow_tags
 from mlflow.utils.credentials import read_mlflow_creds
 
 from runner.core import redact
 from runner.core.files import MATRIX_DIR, MULTIRUN_YAML, RESULT
-from runner.core.result import RUN_URL_ENV, Result, read_or_crashed
-from runner.core.sweep_file import Job
+from runner.core.result import DIMENSIONS, RUN_URL_ENV, Result, read_or_crashed
+from runner.core.summary import sweep_counts, sweep_words, verdict
+from runner.core.sweep_file import Job, sweep_info
 from runner.tracking.handover import RUN_ID_ENV
-from runner.tracking.links import WORKFLOW, href, open_with
-from runner.tracking.record import complete, params, run_name, start_tags, swept_name
+from runner.tracking.links import WORKFLOW, href, open_with, sweep_filter
+from runner.tracking.record import (
+    complete,
+    logged_model_id,
+    params,
+    run_name,
+    start_tags,
+    swept_name,
+)
 from runner.tracking.store import (
     TrackingUnavailableError,
     configure,
@@ -40,6 +52,10 @@ from runner.tracking.store import (
 
 if TYPE_CHECKING:
     from runner.core.schema import Config, Mlflow
+
+def now_ms() -> int:
+    return int(time.time() * 1000)
+
 
 SYSTEM_METRICS_INTERVAL_S = 2  # MLflow's default, 10 s, gives one sample of a short job
 
@@ -101,7 +117,10 @@ def start(cfg: Config, output_dir: Path, overrides: list[str], sweep: Job | None
     if brief:
         configure(cfg.mlflow)  # the usual retries again for the rest of the job
     try:
-        run.client.log_batch(run.run_id, params=[Param(k, v) for k, v in params(cfg).items()])
+        # The outcome first, a placeholder (NaN) until the job ends: the compare page's plots
+        # show the first metric its runs share, in the order the store first saw them.
+        run.client.log_batch(run.run_id, metrics=[Metric("outcome", math.nan, now_ms(), 0)],
+                             params=[Param(k, v) for k, v in params(cfg).items()])
     except Exception as e:
         raise StartFailed(run, e) from e
     return run
@@ -184,6 +203,38 @@ def finish(run: TrackedRun, result: Result, output_dir: Path) -> None:
         client.set_terminated(run.run_id, status=run_status(result["status"]))
 
 
+def register(run: TrackedRun, result: Result, name: str) -> None:
+    """A passed job's logged model as a new version of the registered model `name`
+    (mlflow.register_model), the job's choices and verdict as the version's tags, and the
+    logged model tagged with its versions as register_model does (its page links them).
+    result.json's mlflow_model.registered says which version, or why none (a failure to
+    register is noted, not the job's failure)."""
+    model_id = logged_model_id(result)
+    if result["status"] != "passed" or model_id is None:
+        return
+    logged = result["mlflow_model"]
+    tags = {key: str(result[key]) for key in DIMENSIONS if result.get(key) is not None}
+    tags["verdict"] = verdict(result)
+    client = run.client
+    try:
+        with contextlib.suppress(mlflow_exceptions.MlflowException):  # it exists already
+            client.create_registered_model(name)
+        model = client.get_logged_model(model_id)
+        # The model's own location, not `models:/<id>`: an embedded store resolves that with a
+        # client of the global tracking URI, which the runner never sets (runner.tracking.store).
+        version = client.create_model_version(name, model.artifact_location, run_id=run.run_id,
+                                              tags=tags, model_id=model_id)
+        versions = json.loads(model.tags.get(mlflow_tags.MLFLOW_MODEL_VERSIONS) or "[]")
+        mine = {"name": name, "version": str(version.version)}
+        if mine not in versions:  # a server has added it already
+            client.set_logged_model_tags(model_id, {
+                mlflow_tags.MLFLOW_MODEL_VERSIONS: json.dumps([*versions, mine])})
+    except Exception as e:  # noqa: BLE001 - the job's record matters more than its registry entry
+        logged["registered"] = {"name": name, "error": f"{type(e).__name__}: {e}"[:500]}
+        return
+    logged["registered"] = {"name": name, "version": int(version.version)}
+
+
 def run_status(status: str) -> str:
     return {"passed": "FINISHED", "interrupted": "KILLED"}.get(status, "FAILED")
 
@@ -194,19 +245,51 @@ def abort(run: TrackedRun) -> None:
 
 
 def finish_parent(run: TrackedRun, matrix_files: Mapping[str, Path], sweep_dir: Path,
-                  status: str = "finished") -> None:
-    """Log the matrix and close the parent run: FINISHED, or KILLED/FAILED for a sweep that
-    was interrupted or broke off (status "interrupted"/"failed")."""
+                  status: str, done: list[Result]) -> None:
+    """Log the matrix, the sweep's outcome and close the parent run. The runs list shows the
+    outcome on the parent's row: counts as metrics (passed, failed, resume_exact, ...), a
+    `summary` tag, a name whose start fits the column ('2/4 passed: load_api × save_api'), a status
+    that is FINISHED only when every job passed (KILLED for an interrupted sweep); the details
+    (overrides, folder, matrix) in its description."""
     client = run.client
+    counts = sweep_counts(done)
+    words = sweep_words(counts)
+    info = sweep_info(sweep_dir)
     try:
         for path in matrix_files.values():
             client.log_artifact(run.run_id, str(path), MATRIX_DIR)
         if (sweep_dir / MULTIRUN_YAML).exists():
             client.log_artifact(run.run_id, str(sweep_dir / MULTIRUN_YAML))
-        client.set_tag(run.run_id, "status", status)
+        what = info.get("what")
+        name = f"{words.split(':')[0]}: {what}" if what else None
+        client.log_batch(run.run_id, metrics=[
+            Metric(key, float(n), now_ms(), 0) for key, n in counts.items()], tags=[
+            RunTag("status", status if not counts["failed"] else
+                   f"{status}: {counts['failed']} of {counts['jobs']} jobs failed"),
+            RunTag("summary", words),
+            RunTag(mlflow_tags.MLFLOW_RUN_NOTE, redact.text(parent_note(
+                words, sweep_dir, info, matrix_files.get("md"))))])
+        if name:
+            client.update_run(run.run_id, name=name)
     finally:
+        if status == "finished" and counts["failed"]:
+            status = "failed"
         client.set_terminated(run.run_id, status=run_status(
             "passed" if status == "finished" else status))
+
+
+def parent_note(words: str, sweep_dir: Path, info: Mapping[str, object],
+                matrix_md: Path | None) -> str:
+    """The parent run's description (markdown, on its page): the outcome, how the sweep was
+    run, where its files are, its matrix."""
+    lines = [f"**{words}**", "",
+             f"- overrides: `{info.get('overrides') or '(defaults)'}`",
+             f"- sweep folder: `{sweep_dir}`",
+             "- each job is a child run; the matrix's cells link to them (artifact "
+             f"`{MATRIX_DIR}/matrix.html`)"]
+    if matrix_md is not None and matrix_md.is_file():
+        lines += ["", matrix_md.read_text()]
+    return "\n".join(lines)
 
 
 def close_running_children(parent: TrackedRun, e: BaseException) -> None:
@@ -215,7 +298,7 @@ def close_running_children(parent: TrackedRun, e: BaseException) -> None:
     client = parent.client
     experiment_id = client.get_run(parent.run_id).info.experiment_id
     running = client.search_runs(
-        [experiment_id], filter_string=f"tags.mlflow.parentRunId = '{parent.run_id}' "
+        [experiment_id], filter_string=f"{sweep_filter(parent.run_id)} "
                                        "and attributes.status = 'RUNNING'")
     for child in running:
         run = TrackedRun(parent.uri, child.info.run_id)

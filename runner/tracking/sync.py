@@ -27,8 +27,8 @@ from runner.core import files, redact, sweep_file
 from runner.core import result as results
 from runner.core.text import first_line
 from runner.tracking import matrix, record
-from runner.tracking.handover import RUN_ID_ENV
-from runner.tracking.links import compare_page, href
+from runner.tracking.handover import MODEL_NAME_ENV, RUN_ID_ENV
+from runner.tracking.links import compare_page, href, runs_page
 from runner.tracking.runs import TrackedRun, finish_parent, run_status
 from runner.tracking.store import configure, experiment, store_lock, store_name, unavailable
 
@@ -169,6 +169,7 @@ class Store:
             return " (MLflow model not rebuilt: no .keras file of the job to rebuild it from)"
         env = {**os.environ, "MLFLOW_TRACKING_URI": self.uri,
                "MLFLOW_EXPERIMENT_ID": self.experiment_id, RUN_ID_ENV: run_id,
+               MODEL_NAME_ENV: record.model_name(result),
                "TF_USE_LEGACY_KERAS": "1" if with_file.get("keras_module") == "tf_keras" else "0"}
         proc = subprocess.run([sys.executable, "-m", RELOG_MODULE, str(job)],
                               env=env, capture_output=True, text=True, timeout=600)
@@ -241,10 +242,11 @@ class Store:
                     ids = [found.info.run_id for found in here if found]
                     paths = matrix.write(m, Path(out), lambda rid: TrackedRun(
                         self.uri, rid, self.experiment_id).href, href(
-                        self.uri, compare_page(self.experiment_id, ids)))
+                        self.uri, compare_page(self.experiment_id, ids)), href(
+                        self.uri, runs_page(self.experiment_id, parent_run_id)))
                 finish_parent(
                     TrackedRun(self.uri, parent_run_id, self.experiment_id), paths,
-                    sweep, "finished" if finished else "interrupted")
+                    sweep, "finished" if finished else "interrupted", done)
             self.client.set_tag(parent_run_id, record.RECORD_TAG, digest)
             sweep_file.note_parent(sweep, "recorded")
             return Outcome(sweep, "completed", f"parent runs:/{parent_run_id} with its matrix")

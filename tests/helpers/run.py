@@ -35,16 +35,17 @@ FORK_SERVER = os.environ.get("RUNNER_TESTS_FORK_SERVER")
 
 
 def runner(*args: str, env: dict[str, str] | None = None, timeout: float = 600,
-           users_env: bool = False, cwd: Path = ROOT):
+           users_env: bool = False, cwd: Path = ROOT, raw: bool = False):
     """`python -m runner ARGS` from the repository root (or `cwd`: a user's own project);
     returns the CompletedProcess. users_env=True: with MLflow's telemetry on, as in a user's
-    shell (see as_users_run)."""
+    shell (see as_users_run). raw=True: its output as bytes, '\\r' kept (text mode makes each
+    rewrite of a progress bar a line of its own)."""
     chosen = any(a.startswith("runner.fork_server=") for a in args)
     forced = [f"runner.fork_server={FORK_SERVER}"] if FORK_SERVER and not chosen else []
     return subprocess.run(
         [sys.executable, "-m", "runner", *args, *forced],
         cwd=cwd, env=as_users_run(env) if users_env else {**os.environ, **(env or {})},
-        capture_output=True, text=True, timeout=timeout,
+        capture_output=True, text=not raw, timeout=timeout,
     )
 
 

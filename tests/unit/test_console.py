@@ -3,7 +3,7 @@ everything else at once (progress bars included)."""
 
 from __future__ import annotations
 
-from runner.core.console import Filter
+from runner.core.console import Filter, Seen
 
 ABSL = b"WARNING: All log messages before absl::InitializeLog() is called are written to STDERR\n"
 CUDA = (b"I0000 00:00:1796160028.080154   18085 cudart_stub.cc:31] Could not find cuda drivers "
@@ -12,18 +12,18 @@ CUINIT = b"E0000 00:00:1796160028.1   18085 cuda_executor.cc:1] failed call to c
 
 
 def test_start_up_lines_show_once_per_stream():
-    noise = Filter(gpu=False)
+    noise = Filter(gpu=False, seen=Seen())
     out = noise.feed(ABSL + CUDA + ABSL + CUDA + b"PASSED\n") + noise.flush()
-    assert out == ABSL + CUDA + b"PASSED\n"
+    assert out == CUDA + b"PASSED\n"  # absl's notice: never
 
 
 def test_cuinit_is_dropped_only_without_a_gpu():
-    assert Filter(gpu=False).feed(CUINIT) == b""
-    assert Filter(gpu=True).feed(CUINIT) == CUINIT
+    assert Filter(gpu=False, seen=Seen()).feed(CUINIT) == b""
+    assert Filter(gpu=True, seen=Seen()).feed(CUINIT) == CUINIT
 
 
 def test_a_progress_bar_passes_at_once_and_a_maybe_noise_line_waits_for_its_end():
-    noise = Filter(gpu=False)
+    noise = Filter(gpu=False, seen=Seen())
     assert noise.feed(b"\r 3/23 [==>....] - loss: 0.3") == b"\r 3/23 [==>....] - loss: 0.3"
     assert noise.feed(CUINIT[:12]) == b""  # could be noise: held back
     assert noise.feed(CUINIT[12:]) == b""  # it was
@@ -44,14 +44,50 @@ def test_an_older_releases_gpu_lines_are_dropped_without_a_gpu():
              b"E0000 00:00:1796620225.460555    7712 cuda_dnn.cc:8579] Unable to register cuDNN "
              b"factory: Attempting to register factory for plugin cuDNN\n"]
     for line in lines:
-        assert Filter(gpu=False).feed(line) == b""
-        assert Filter(gpu=True).feed(line) == line
+        assert Filter(gpu=False, seen=Seen()).feed(line) == b""
+        assert Filter(gpu=True, seen=Seen()).feed(line) == line
     other = b"2026-12-07 04:00:11.8: W tensorflow/core/x.cc:1] something else\n"
-    assert Filter(gpu=False).feed(other) == other
+    assert Filter(gpu=False, seen=Seen()).feed(other) == other
 
 
 def test_tensorflow_2_19s_linking_slip_is_dropped():
     line = (b"W0000 00:00:1796620225.480214    7712 computation_placer.cc:177] computation placer "
             b"already registered. Please check linkage and avoid linking the same target more "
             b"than once.\n")
-    assert Filter(gpu=True).feed(line * 4) == b""
+    assert Filter(gpu=True, seen=Seen()).feed(line * 4) == b""
+
+
+MIRRORED = (b"W0000 00:00:1796627541.877153   21521 dataset.cc:997] Input of GeneratorDatasetOp::"
+            b"Dataset will not be optimized because the dataset does not implement the "
+            b"AsGraphDefInternal() method needed to apply optimizations.\n")
+
+
+def test_a_repeated_warning_shows_once_whatever_its_time_and_thread():
+    noise = Filter(gpu=False, seen=Seen())
+    again = MIRRORED.replace(b"1796627541.877153   21521", b"1796627545.985463   21530")
+    other = MIRRORED.replace(b"optimizations", b"something else")
+    assert noise.feed(MIRRORED + b"Epoch 1/2\n" + again + other) == (
+        MIRRORED + b"Epoch 1/2\n" + other)
+
+
+def test_a_repeated_python_warning_goes_with_its_source_line():
+    warning = (b"/x/keras/src/trainers/epoch_iterator.py:160: UserWarning: Your input ran out "
+               b"of data\n  self._interrupted_warning()\n")
+    noise = Filter(gpu=False, seen=Seen())
+    assert noise.feed(warning + b"Epoch 2/2\n" + warning + b"  indented, not after one\n") == (
+        warning + b"Epoch 2/2\n" + b"  indented, not after one\n")
+
+
+def test_the_processes_of_one_sweep_show_each_start_up_line_once(tmp_path):
+    # Two Filters with their own memory, as two joblib workers have: the sweep's folder links them.
+    first, second = Filter(gpu=False, seen=Seen(tmp_path)), Filter(gpu=False, seen=Seen(tmp_path))
+    assert first.feed(ABSL + CUDA + MIRRORED) == CUDA + MIRRORED
+    assert second.feed(ABSL + CUDA + MIRRORED + b"PASSED\n") == b"PASSED\n"
+    # A job not in a sweep: its own memory only, so a new process shows them again.
+    assert Filter(gpu=False, seen=Seen()).feed(CUDA) == CUDA
+
+
+def test_errors_are_never_collapsed():
+    error = b"E0000 00:00:1.2   7 some.cc:1] a real error\n"
+    noise = Filter(gpu=True, seen=Seen())
+    assert noise.feed(error + error) == error + error

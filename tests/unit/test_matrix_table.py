@@ -3,7 +3,9 @@ outcome judged once (kind, words, label), cells that hold several jobs, the HTML
 
 from __future__ import annotations
 
-from runner.tracking import matrix
+from urllib.parse import parse_qs
+
+from runner.tracking import links, matrix
 from runner.tracking.matrix import Kind
 
 
@@ -68,11 +70,13 @@ def test_html_colours_each_cell_and_links_its_runs():
     m = matrix.build([record("keras", run_id="r1"), record("export", status="failed",
                                                            phase="load", type="E", message="x",
                                                            run_id="r2")])
-    page = matrix.to_html(m, href=lambda run: f"/#/runs/{run}", compare="/#/compare")
+    page = matrix.to_html(m, href=lambda run: f"/#/runs/{run}", compare="/#/compare",
+                          runs_list="/#/list")
     assert 'href="/#/runs/r1"' in page and 'href="/#/runs/r2"' in page
     assert f'background:{matrix.COLOURS[Kind.PASSED]}' in page
     assert f'background:{matrix.COLOURS[Kind.FAILED]}' in page
-    assert "Compare these 2 runs side by side" in page
+    assert '<a href="/#/compare" target="_top">Compare these 2 runs side by side' in page
+    assert '<a href="/#/list" target="_top">These jobs in the runs list, by outcome' in page
 
 
 def test_markdown_and_csv_hold_the_same_table():
@@ -82,3 +86,15 @@ def test_markdown_and_csv_hold_the_same_table():
     assert markdown[0] == "| (all) ↓ / load_api → | keras | hub |"
     assert markdown[2] == "| (all) | passed | failed in load: E: x\\|y |"
     assert matrix.to_csv(m).splitlines()[1] == "(all),passed,failed in load: E: x|y"
+
+
+def test_the_runs_list_link_filters_to_the_sweeps_jobs_unfolded():
+    page = links.runs_page("7", "abc123")
+    path, query = page.split("?", 1)
+    assert path == "#/experiments/7/runs"
+    params = parse_qs(query)
+    assert params["searchFilter"] == ["tags.mlflow.parentRunId = 'abc123'"]
+    # A sort other than by date: MLflow 3.17's runs table folds children under their parent
+    # while sorted by date (its default), filtered or not.
+    assert params["orderByKey"] == ["metrics.`outcome`"] and params["orderByAsc"] == ["false"]
+    assert params["workflowType"] == ["machine_learning"]

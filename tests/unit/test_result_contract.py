@@ -10,7 +10,15 @@ import pytest
 from omegaconf import OmegaConf
 
 from runner.core import result as results
-from runner.core.summary import resume_words, summary, summary_line
+from runner.core.summary import (
+    outcome_code,
+    resume_words,
+    summary,
+    summary_line,
+    sweep_counts,
+    sweep_words,
+    verdict,
+)
 
 CFG = OmegaConf.create({
     **{group: {"name": f"{group}-choice"} for group in results.GROUPS},
@@ -34,7 +42,8 @@ def test_every_field_the_job_adds_is_declared():
     name in runner/; a new one must be declared in results.Result, the contract)."""
     declared = set(typing.get_type_hints(results.Result))
     added = {"phase", "clock", "data_sizes", "caveat", "saved_with", "cluster", "cluster_start",
-             "mlflow_model", "metrics_logged_live", "tracking", "metrics", "interruption"}
+             "mlflow_model", "metrics_logged_live", "tracking", "metrics", "interruption",
+             "continue_from_step", "fit_params"}
     assert added <= declared
     assert declared - set(typing.get_type_hints(results._Always)) == added
 
@@ -75,9 +84,10 @@ def test_the_summary_line_says_outcome_combination_numbers_and_where():
                   accuracy={"after_train": 0.9, "after_load": 0.9, "after_continue": 0.95},
                   resume={"outcome": "drifted", "max_abs_diff": 0.0091, "cause": "new optimizer"})
     line = summary_line(result)
-    assert line.startswith("PASSED strategy=strategy-choice ")
-    assert ("| acc train/load/continue 0.900/0.900/0.950 | max|Δ| 0.0e+00 | resume drifted "
-            "9.1e-03 (new optimizer) | /out/job") in line
+    assert line.startswith("PASSED — loads and serves the same logits; resume drifted 0.0091 "
+                           "(new optimizer): training does not continue where it stopped | "
+                           "strategy=strategy-choice ")
+    assert "| acc train/load/continue 0.900/0.900/0.950 | max|Δ| 0.0e+00 | /out/job" in line
     result["tracking"] = {"status": "pending", "reason": "away"}
     assert summary_line(result).endswith("| MLflow unreachable, record pending: python -m "
                                          "runner.sync /out/job")
@@ -87,7 +97,8 @@ def test_a_failure_summary_gives_the_whole_error_the_hint_and_the_traceback():
     result = results.new_result(CFG, "/out/job", [])
     results.set_error(result, ValueError("first line\nsecond"), "load", "use load_api=keras")
     text = summary(result).splitlines()
-    assert text[0].startswith("FAILED ") and "| load: ValueError: first line (hint: use" in text[0]
+    assert text[0].startswith("FAILED — does not load | ")
+    assert "| load: ValueError: first line (hint: use" in text[0]
     assert text[1:] == ["  ValueError in phase 'load': first line", "second",
                         "  hint: use load_api=keras",
                         "  traceback and log: /out/job/traceback.txt, job.log"]
@@ -113,3 +124,39 @@ def test_the_options_that_make_another_cell_are_its_variants():
     assert results.variants(changed) == {
         "train_variant": "mixed_float16 save_freq=5 uninterrupted",
         "load_variant": "build_first=false"}
+
+
+@pytest.mark.parametrize(("status", "phase", "resume", "code", "words"), [
+    ("passed", None, {"outcome": "exact"}, 3,
+     "loads and serves the same logits; resumes exactly: training continues where it stopped"),
+    ("passed", None, {"outcome": "drifted", "max_abs_diff": 1.6, "cause": "new optimizer"}, 2,
+     "loads and serves the same logits; resume drifted 1.6 (new optimizer): training does not "
+     "continue where it stopped"),
+    ("passed", None, {"outcome": "n/a", "reason": "inference only: load_api=saved_model"}, 1,
+     "loads and serves the same logits; inference only: it cannot be trained further"),
+    ("passed", None, None, 3, "loads and serves the same logits"),
+    ("failed", "load", None, 0, "does not load"),
+    ("failed", "verify", None, 0, "loads, but does not serve the same logits"),
+    ("failed", "continue", None, 0,
+     "loads and serves the same logits, but training cannot continue"),
+    ("interrupted", "save", None, 0, "interrupted in save"),
+])
+def test_the_verdict_in_words_and_as_the_outcome_metric(status, phase, resume, code, words):
+    result = {"status": status, "resume": resume,
+              "error": {"phase": phase} if phase else None}
+    assert (outcome_code(result), verdict(result)) == (code, words)
+
+
+def test_a_sweeps_counts_and_summary_say_how_it_came_out():
+    done = [{"status": "passed", "resume": {"outcome": "exact"}},
+            {"status": "passed", "resume": {"outcome": "n/a", "reason": "inference only: x"}},
+            {"status": "passed", "resume": {"outcome": "drifted", "cause": "new optimizer"}},
+            {"status": "failed", "error": {"phase": "load"}},
+            {"status": "interrupted", "error": {"phase": "train"}}]
+    counts = sweep_counts(done)
+    assert counts == {"jobs": 5, "passed": 3, "failed": 2, "resume_exact": 1,
+                      "resume_drifted": 1, "inference_only": 1}
+    assert sweep_words(counts) == (
+        "3/5 passed: 1 resume exactly, 1 resume drifted, 1 inference only; 2 failed")
+    assert sweep_words(sweep_counts(done[:1])) == "1/1 passed: 1 resume exactly"
+    assert sweep_words(sweep_counts(done[3:4])) == "0/1 passed; 1 failed"
