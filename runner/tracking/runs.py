@@ -261,7 +261,7 @@ def finish_parent(run: TrackedRun, matrix_files: Mapping[str, Path], sweep_dir: 
         if (sweep_dir / MULTIRUN_YAML).exists():
             client.log_artifact(run.run_id, str(sweep_dir / MULTIRUN_YAML))
         what = info.get("what")
-        name = f"{words.split(':')[0]}: {what}" if what else None
+        name = f"{counts['passed']}/{counts['jobs']} passed: {what}" if what else None
         client.log_batch(run.run_id, metrics=[
             Metric(key, float(n), now_ms(), 0) for key, n in counts.items()], tags=[
             RunTag("status", status if not counts["failed"] else
