@@ -7,13 +7,13 @@ from __future__ import annotations
 import hashlib
 import json
 import re
-import time
 from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from mlflow.entities import Metric, Param, RunTag
 from mlflow.tracking import MlflowClient
+from mlflow.utils.time import get_current_time_millis
 from mlflow.utils.validation import MAX_PARAM_VAL_LENGTH
 from omegaconf import OmegaConf
 
@@ -148,10 +148,14 @@ def result_tags(result: Result) -> dict[str, str]:
 def steps(result: Result | Mapping[str, Any]) -> dict[str, int]:
     """Each phase's first step on the curves: continuing's epochs follow training's, as one
     `loss` and one `accuracy` series (a restarted training's history holds its last epochs)."""
-    history = result.get("history") or {}
-    trained = max(map(len, (history.get("train") or {}).values()), default=0)
+    trained = epochs(result.get("history") or {}, "train")
     boundary = result.get("continue_from_step", trained)
     return {"train": boundary - trained, "continue": boundary}
+
+
+def epochs(history: Mapping[str, Mapping[str, list[float]]], phase: str) -> int:
+    """How many epochs of `phase` the history holds (its longest curve)."""
+    return max(map(len, (history.get(phase) or {}).values()), default=0)
 
 
 def metrics(result: Result, all_phases: bool = False, model_id: str | None = None,
@@ -163,7 +167,7 @@ def metrics(result: Result, all_phases: bool = False, model_id: str | None = Non
     run's logged model `model_id` as MLflow's fluent log_metric links a run's step-0 metrics to
     its output model, the test split's ones also to its `dataset` (name, digest): the model's
     page shows them, and which data they were measured on."""
-    now = int(time.time() * 1000)
+    now = get_current_time_millis()
     yield Metric("outcome", float(outcome_code(result)), now, 0, model_id=model_id)
     yield Metric("passed", float(result["status"] == "passed"), now, 0, model_id=model_id)
     on_data = dict(zip(("dataset_name", "dataset_digest"), dataset or (), strict=False))
@@ -177,7 +181,7 @@ def metrics(result: Result, all_phases: bool = False, model_id: str | None = Non
             for epoch, value in enumerate(values):
                 yield Metric(name, float(value), now, first.get(phase, 0) + epoch)
     evaluated = {"after_train": first["continue"] - 1}
-    continued = max(map(len, (history.get("continue") or {}).values()), default=0)
+    continued = epochs(history, "continue")
     if continued:  # an inference-only load evaluated where training ended: no new point
         evaluated["after_continue"] = first["continue"] + continued - 1
     for when, step in evaluated.items():

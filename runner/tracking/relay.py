@@ -14,7 +14,7 @@ from mlflow.tracking import MlflowClient
 
 from runner.core.result import Result
 from runner.tracking import handover
-from runner.tracking.record import model_name
+from runner.tracking.record import epochs, model_name
 from runner.tracking.runs import TrackedRun
 
 # The run's tags that MLflow's Model.log also gives the logged model (who, from what code).
@@ -57,7 +57,7 @@ class JobRelay:
         """Into the job's result: the phases whose every epoch is in the run (`finish` logs the
         others), and where the MLflow model the job saved was logged."""
         live_phases = [phase for phase, curves in (result.get("history") or {}).items()
-                       if self.logged.get(phase) == max(map(len, curves.values()), default=0)]
+                       if self.logged.get(phase) == epochs({phase: curves}, phase)]
         if live_phases:
             result["metrics_logged_live"] = live_phases
         saved = result.get("mlflow_model") or {}

@@ -14,7 +14,6 @@ import functools
 import getpass
 import json
 import math
-import time
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -25,6 +24,7 @@ from mlflow.entities import Metric, Param, RunTag
 from mlflow.tracking import MlflowClient
 from mlflow.utils import git_utils, mlflow_tags
 from mlflow.utils.credentials import read_mlflow_creds
+from mlflow.utils.time import get_current_time_millis
 
 from runner.core import redact
 from runner.core.files import MATRIX_DIR, MULTIRUN_YAML, RESULT
@@ -52,10 +52,6 @@ from runner.tracking.store import (
 
 if TYPE_CHECKING:
     from runner.core.schema import Config, Mlflow
-
-def now_ms() -> int:
-    return int(time.time() * 1000)
-
 
 SYSTEM_METRICS_INTERVAL_S = 2  # MLflow's default, 10 s, gives one sample of a short job
 
@@ -119,8 +115,9 @@ def start(cfg: Config, output_dir: Path, overrides: list[str], sweep: Job | None
     try:
         # The outcome first, a placeholder (NaN) until the job ends: the compare page's plots
         # show the first metric its runs share, in the order the store first saw them.
-        run.client.log_batch(run.run_id, metrics=[Metric("outcome", math.nan, now_ms(), 0)],
-                             params=[Param(k, v) for k, v in params(cfg).items()])
+        run.client.log_batch(run.run_id, metrics=[
+            Metric("outcome", math.nan, get_current_time_millis(), 0)],
+            params=[Param(k, v) for k, v in params(cfg).items()])
     except Exception as e:
         raise StartFailed(run, e) from e
     return run
@@ -262,8 +259,9 @@ def finish_parent(run: TrackedRun, matrix_files: Mapping[str, Path], sweep_dir: 
             client.log_artifact(run.run_id, str(sweep_dir / MULTIRUN_YAML))
         what = info.get("what")
         name = f"{counts['passed']}/{counts['jobs']} passed: {what}" if what else None
+        now = get_current_time_millis()
         client.log_batch(run.run_id, metrics=[
-            Metric(key, float(n), now_ms(), 0) for key, n in counts.items()], tags=[
+            Metric(key, float(n), now, 0) for key, n in counts.items()], tags=[
             RunTag("status", status if not counts["failed"] else
                    f"{status}: {counts['failed']} of {counts['jobs']} jobs failed"),
             RunTag("summary", words),
