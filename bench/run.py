@@ -16,7 +16,12 @@ machine does hits both sides alike, and reports medians and ratios:
    the check off, on one replica and on mirrored -> default with BatchNormalization.
 8. the fork server: `experiment=matrix` (32 jobs, tracking on) with `runner.fork_server=true`
    against false, basic launcher and joblib n_jobs=2, and whether every number stayed the same;
-9. tracking: the default job tracked against untracked, and its wall time phase by phase.
+9. tracking: the default job tracked against untracked, and its wall time phase by phase;
+10. accuracy: one pass over the test set, the runner's compiled accuracy against an eager loop;
+11. shared training: `experiment=matrix` (tracking on) with `runner.share_training=true` against
+    false (every cell training its own, the forked sweep before #28), basic launcher and joblib
+    n_jobs=2, then `experiment=resume_matrix` (joblib), and whether every number stayed the
+    same; and, for every experiment, how many distinct trainings its cells have.
 
 Writes bench.json and bench.md (with the machine's cores, memory and library versions) into
 --out (default bench/results). --smoke: tiny sizes and one pair, to keep the script working
@@ -57,12 +62,18 @@ class Sizes:
                               "keras=v3,legacy")  # 8 jobs
     fork_sweep: tuple[str, ...] = ("experiment=matrix",)  # 32 jobs, 2 + 2 epochs
     fork_pairs: int = 1
+    # section 11: (experiment overrides, launcher) pairs timed shared against unshared
+    shared_sweeps: tuple[tuple[tuple[str, ...], str], ...] = (
+        (("experiment=matrix",), "basic"), (("experiment=matrix",), "joblib"),
+        (("experiment=resume_matrix",), "joblib"))
 
 
 SMOKE = Sizes(pairs=1, digits_epochs=1, synthetic_train=512, synthetic_test=128,
               synthetic_epochs=1, throughput_train=512, sweep_pairs=1,
               sweep=("save_api=keras,saved_model",),
-              fork_sweep=("save_api=keras,saved_model", "train.epochs=1", "continue_epochs=1"))
+              fork_sweep=("save_api=keras,saved_model", "train.epochs=1", "continue_epochs=1"),
+              shared_sweeps=((("load_api=keras,saved_model", "train.epochs=1",
+                               "continue_epochs=1"), "joblib"),))
 
 
 # ---- running and timing processes ------------------------------------------------------------
@@ -297,33 +308,44 @@ def _numbers(result: dict[str, Any]) -> tuple:
             result["accuracy"]["after_load"])
 
 
+JOBLIB = ["hydra/launcher=joblib", "hydra.launcher.n_jobs=2"]
+
+
+def timed_sweep(work: Path, name: str, overrides: list[str]) -> Callable[[int], tuple]:
+    """A tracked sweep run i: its seconds and its jobs' results, in job order."""
+    def run(i: int) -> tuple[float, list[dict[str, Any]]]:
+        sweep_dir = work / f"{name}-{i}"
+        seconds, output = timed([
+            PYTHON, "-m", "runner", "-m", f"hydra.sweep.dir={sweep_dir}",
+            f"mlflow.store_dir={sweep_dir}-mlflow", "verbose=0", *overrides])
+        if not (sweep_dir / "matrix.md").exists():
+            raise RuntimeError(f"the {name} sweep wrote no matrix:\n{output[-3000:]}")
+        results = [json.loads(p.read_text()) for p in sorted(
+            sweep_dir.glob("*/result.json"), key=lambda p: int(p.parent.name))]
+        return seconds, results
+    return run
+
+
+def same_numbers(a: list[tuple], b: list[tuple]) -> bool:
+    """Every job of every pair measured the same on both sides."""
+    return all(_measured(x) == _measured(y) for (_, xs), (_, ys) in zip(a, b, strict=True)
+               for x, y in zip(xs, ys, strict=True))
+
+
 def fork_server(sizes: Sizes, work: Path) -> list[dict[str, Any]]:
     """A sweep (experiment=matrix, tracking on) with runner.fork_server=true against false, with
     the basic launcher and with joblib n_jobs=2; and whether every job's numbers stayed the
     same."""
     def sweep(launcher: list[str], name: str, value: str) -> Callable[[int], tuple]:
-        def run(i: int) -> tuple[float, list[dict[str, Any]]]:
-            sweep_dir = work / f"{name}-{value}-{i}"
-            seconds, output = timed([
-                PYTHON, "-m", "runner", "-m", f"hydra.sweep.dir={sweep_dir}",
-                f"mlflow.store_dir={sweep_dir}-mlflow", "verbose=0", *launcher,
-                *sizes.fork_sweep, f"runner.fork_server={value}"])
-            if not (sweep_dir / "matrix.md").exists():
-                raise RuntimeError(f"the {name} sweep wrote no matrix:\n{output[-3000:]}")
-            results = [json.loads(p.read_text()) for p in sorted(
-                sweep_dir.glob("*/result.json"), key=lambda p: int(p.parent.name))]
-            return seconds, results
-        return run
+        return timed_sweep(work, f"{name}-{value}",
+                           [*launcher, *sizes.fork_sweep, f"runner.fork_server={value}"])
 
     rows = []
-    joblib = ["hydra/launcher=joblib", "hydra.launcher.n_jobs=2"]
-    for name, launcher in (("basic", []), ("joblib n_jobs=2", joblib)):
+    for name, launcher in (("basic", []), ("joblib n_jobs=2", JOBLIB)):
         slug = name.split()[0]
         on, off = alternate(sizes.fork_pairs, sweep(launcher, slug, "true"),
                             sweep(launcher, slug, "false"))
-        same = all(_measured(a) == _measured(b) for (_, on_results), (_, off_results)
-                   in zip(on, off, strict=True) for a, b in zip(on_results, off_results,
-                                                                strict=True))
+        same = same_numbers(on, off)
         on_s, off_s = median([t for t, _ in on]), median([t for t, _ in off])
         rows.append({"sweep": " ".join(sizes.fork_sweep), "launcher": name,
                      "jobs": len(on[0][1]), "fork_server_on_s": on_s, "off_s": off_s,
@@ -399,9 +421,110 @@ def _runner_timed(work: Path, name: str, overrides: list[str], i: int) -> tuple:
                       f"mlflow.store_dir={work / f'mlflow-{name}'}")
 
 
+# One pass over a test set with the runner's accuracy (compiled after the first batch) against
+# the eager loop it replaced, in one fresh process: seconds per pass, alternating, and counts.
+ACCURACY_PASS = """
+import json, sys, time
+import numpy as np, tensorflow as tf, keras
+from runner.job.accuracy import accuracy, _hits
+n, pairs = int(sys.argv[1]), int(sys.argv[2])
+rng = np.random.default_rng(0)
+x = rng.integers(0, 256, (n, 28, 28, 1)).astype("float32") / 255
+y = rng.integers(0, 10, (n,)).astype("int64")
+test = tf.data.Dataset.from_tensor_slices((x, y)).batch(64).cache()
+for _ in test:
+    pass
+model = keras.Sequential([keras.Input((28, 28, 1)), keras.layers.Conv2D(32, 3, activation="relu"),
+                          keras.layers.MaxPooling2D(), keras.layers.Flatten(),
+                          keras.layers.Dense(64, activation="relu"), keras.layers.Dense(10)])
+predict = lambda images: model(images, training=False)
+def eager():
+    correct = total = 0
+    for images, labels in test:
+        correct += int(_hits(predict(images), labels))
+        total += int(labels.shape[0])
+    return correct / total
+rows = {"eager": [], "compiled": []}
+values = set()
+for _ in range(pairs):
+    for name, f in (("eager", eager), ("compiled", lambda: accuracy(predict, test))):
+        t = time.perf_counter()
+        values.add(f())
+        rows[name].append(time.perf_counter() - t)
+print(json.dumps({**rows, "same": len(values) == 1}))
+"""
+
+
+def accuracy_pass(sizes: Sizes, work: Path) -> list[dict[str, Any]]:
+    """Seconds per pass over the test set (MNIST-sized and digits-sized): the compiled accuracy
+    against the eager loop, and whether they counted the same."""
+    rows = []
+    for n in (sizes.synthetic_test, 359):
+        proc = subprocess.run([PYTHON, "-c", ACCURACY_PASS, str(n), str(sizes.pairs)],
+                              cwd=ROOT, capture_output=True, text=True, check=True)
+        found = json.loads(proc.stdout.strip().splitlines()[-1])
+        eager, compiled = median(found["eager"]), median(found["compiled"])
+        rows.append({"test_images": n, "eager_s": round(eager, 3),
+                     "compiled_s": round(compiled, 3), "ratio": round(compiled / eager, 3),
+                     "same_accuracy": found["same"]})
+    return rows
+
+
+def shared_training(sizes: Sizes, work: Path) -> list[dict[str, Any]]:
+    """Sweeps (tracking on) with runner.share_training=true against false, and whether every
+    job's numbers stayed the same; then each experiment's cells and distinct trainings
+    (runner.core.trainings.key), which bound what sharing can save."""
+    rows: list[dict[str, Any]] = []
+    for overrides, launcher in sizes.shared_sweeps:
+        chosen = JOBLIB if launcher == "joblib" else []
+        slug = f"{overrides[0].split('=')[-1].split(',')[0]}-{launcher}"
+        on, off = alternate(
+            sizes.fork_pairs,
+            timed_sweep(work, f"shared-{slug}", [*chosen, *overrides]),
+            timed_sweep(work, f"unshared-{slug}",
+                        [*chosen, *overrides, "runner.share_training=false"]))
+        on_s, off_s = median([t for t, _ in on]), median([t for t, _ in off])
+        rows.append({"sweep": " ".join(overrides), "launcher": launcher,
+                     "jobs": len(on[0][1]), "trainings": sum("trained_by" not in r
+                                                             for r in on[0][1]),
+                     "shared_s": on_s, "unshared_s": off_s, "ratio": round(on_s / off_s, 3),
+                     "same_numbers": same_numbers(on, off)})
+    for experiment in ("matrix", "resume_matrix", "families"):
+        cells, distinct = trainings_of(experiment)
+        rows.append({"sweep": f"experiment={experiment}", "launcher": "(counted, not run)",
+                     "jobs": cells, "trainings": distinct, "shared_s": "", "unshared_s": "",
+                     "ratio": "", "same_numbers": ""})
+    return rows
+
+
+def trainings_of(experiment: str) -> tuple[int, int]:
+    """An experiment's cells and its distinct training sides, from its composed configs."""
+    import itertools
+
+    from omegaconf import OmegaConf
+
+    from runner.core import trainings
+    from runner.core.compose import compose
+    from runner.launcher.preflight import choose_save_api
+
+    params = OmegaConf.load(ROOT / "conf" / "experiment" / f"{experiment}.yaml").hydra.sweeper
+    keys = list(params.params)
+    values = [str(params.params[k]).split(",") for k in keys]
+    found = set()
+    cells = 0
+    for combination in itertools.product(*values):
+        cfg = compose([f"experiment={experiment}",
+                       *(f"{k}={v}" for k, v in zip(keys, combination, strict=True))])
+        choose_save_api(cfg)
+        found.add(trainings.key(cfg))
+        cells += 1
+    return cells, len(found)
+
+
 SECTIONS = {"overhead": overhead, "startup": startup, "throughput": throughput,
             "save_load": save_load, "sweeps": sweeps, "speed_options": speed_options,
-            "resume_check": resume_check, "fork_server": fork_server, "tracking": tracking}
+            "resume_check": resume_check, "fork_server": fork_server, "tracking": tracking,
+            "accuracy": accuracy_pass, "shared_training": shared_training}
 
 
 # ---- the report --------------------------------------------------------------------------------

@@ -10,7 +10,7 @@ import pytest
 from helpers.run import ROOT
 
 SECTIONS = {"overhead", "startup", "throughput", "save_load", "sweeps", "speed_options",
-            "resume_check", "fork_server", "tracking"}
+            "resume_check", "fork_server", "tracking", "accuracy", "shared_training"}
 
 
 @pytest.mark.slow  # about 35 runner jobs and bare scripts
@@ -50,3 +50,9 @@ def test_bench_smoke_runs_every_section(tmp_path):
     assert sum(row["tracked_s"] for row in items) == pytest.approx(whole["tracked_s"], rel=0.2)
     assert {"runner_start_s", "to_job_process_s", "train_s", "after_job_s"} <= {
         row["item"] for row in items}
+    assert all(row["same_accuracy"] for row in sections["accuracy"])
+    timed, *counted = sections["shared_training"]
+    assert (timed["jobs"], timed["trainings"], timed["same_numbers"]) == (2, 1, True)
+    assert [(row["sweep"], row["jobs"]) for row in counted] == [
+        ("experiment=matrix", 32), ("experiment=resume_matrix", 48), ("experiment=families", 96)]
+    assert [row["trainings"] for row in counted[:2]] == [8, 8]

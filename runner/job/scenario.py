@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING
 
 import tensorflow as tf
 
-from runner.core import cluster
+from runner.core import cluster, trainings
 from runner.core.constraints import check_sizes
 from runner.core.files import MODEL_SUMMARY, SAVED_MODEL, tree_bytes
 from runner.core.result import Result, write
@@ -65,10 +65,15 @@ def run(cfg: Config, out: Path, result: Result, side: str = "both") -> None:
     tf.keras.utils.set_random_seed(cfg.seed)
     if side != "load":
         train_side(cfg, out, result, phase)
+        result["phase"] = "load"  # next: the load side, here or in its own process
+        if os.environ.get(trainings.FOLDER_ENV):  # a sweep's shared training: others load it
+            trainings.publish(Path(os.environ[trainings.FOLDER_ENV]), result)
         if side == "train":
-            result["phase"] = "load"  # next: the load side's process
             return
         fresh_keras_session()
+        # As a load side's own process starts: its numbers do not depend on whether it ran
+        # after the training in one process or in a process of its own (a shared training).
+        tf.keras.utils.set_random_seed(cfg.seed)
     load_side(cfg, out, result, phase)
     result["status"] = "passed"
 

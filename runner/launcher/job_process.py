@@ -22,7 +22,7 @@ from hydra.core.hydra_config import HydraConfig
 from hydra.types import RunMode
 from omegaconf import OmegaConf
 
-from runner.core import cluster, interrupt, redact, releases
+from runner.core import cluster, interrupt, redact, releases, trainings
 from runner.core.files import HYDRA_DIR, JOB_LOG, RESOLVED, worker_log
 from runner.core.releases import LibrarySet
 from runner.core.result import (
@@ -34,7 +34,7 @@ from runner.core.result import (
     write,
 )
 from runner.core.summary import summary
-from runner.launcher import environments, fork_client
+from runner.launcher import environments, fork_client, shared_training
 from runner.launcher.fork_client import GENERATIONS_ENV, JOB_MODULE
 from runner.launcher.local_cluster import local_workers, run_local
 from runner.launcher.supervise import Failure, FailureKind, Spawn, Worker, supervise
@@ -98,26 +98,35 @@ def side_env(cfg: Config, side: str, env: dict[str, str]) -> dict[str, str]:
 
 def run_in_subprocess(cfg: Config, output_dir: Path, overrides: list[str],
                       extra_env: dict[str, str] | None = None,
-                      reporting: bool = True) -> Result:
+                      reporting: bool = True, sweep: Path | None = None) -> Result:
     """Run `python -m runner.job` on the resolved config, once per side (and, for cluster=local,
     as every worker), its output teed into job.log. reporting=False: the caller prints the
-    summary (once the MLflow run is closed)."""
+    summary (once the MLflow run is closed). sweep: the sweep's directory, where cells with the
+    same training side share one (runner.launcher.shared_training)."""
     output_dir.mkdir(parents=True, exist_ok=True)
     # The overrides (a credential in mlflow.tracking_uri, say) in the environment, readable by
     # this user alone, not in the command line, which every local user can read.
     env = {**redact.environ(), "PYTHONUNBUFFERED": "1", OVERRIDES_ENV: json.dumps(overrides)}
     sides = job_sides(cfg)
+    share = shared_training.join(cfg, sweep, output_dir)
+    adopted = share is not None and not share.trains
+    if adopted:
+        result = shared_training.adopt(share, cfg, output_dir, overrides, extra_env or {})
+        sides = ["load"] if result["status"] == "running" else []
+    elif share is not None:  # this cell trains: its job process publishes the training
+        env[trainings.FOLDER_ENV] = str(share.folder)
     with job_config(cfg) as config_path, local_workers(cfg, output_dir) as workers:
         for i, side in enumerate(sides):
             command = [side_python(cfg, side), "-m", JOB_MODULE, str(config_path)]
             stopped = interrupt.received()
-            if stopped is not None and i == 0:  # the signal came before the job started
+            if stopped is not None and i == 0 and not adopted:  # before the job started
                 result = not_started(cfg, output_dir, overrides, stopped, phase="start")
                 write(output_dir, result)
                 break
             spawner = spawner_for(cfg, side)
+            resume = ["--resume"] if i or adopted else []
             returncode, failure = (None, None) if stopped else run_side(
-                cfg, workers, output_dir, [*command, "--side", side, *(["--resume"] if i else [])],
+                cfg, workers, output_dir, [*command, "--side", side, *resume],
                 side_env(cfg, side, env), extra_env or {}, spawner)
             stopped = interrupt.received()
             worker_failed = failure.error() if failure and not stopped else None
@@ -134,6 +143,8 @@ def run_in_subprocess(cfg: Config, output_dir: Path, overrides: list[str],
             write(output_dir, result)
             if result["status"] != "running":
                 break
+    if share is not None and share.trains:  # a training that never published: its error
+        trainings.publish_failure(share.folder, result)
     if reporting:
         report(result, output_dir)
     return result

@@ -14,6 +14,7 @@ jobs that finished, after marking the interrupted ones.
 from __future__ import annotations
 
 import os
+import shutil
 import time
 from pathlib import Path
 from typing import Any
@@ -22,7 +23,7 @@ from hydra.core.override_parser.overrides_parser import OverridesParser
 from hydra.experimental.callback import Callback
 from omegaconf import DictConfig, OmegaConf
 
-from runner.core import console, interrupt, redact, sweep_file
+from runner.core import console, interrupt, redact, sweep_file, trainings
 from runner.core import result as results
 from runner.core.files import MULTIRUN_YAML
 from runner.launcher import job_process
@@ -39,6 +40,8 @@ class SweepCallback(Callback):
     def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
         sweep_dir = Path(config.hydra.sweep.dir).resolve()
         sweep_dir.mkdir(parents=True, exist_ok=True)
+        # An earlier sweep's trainings in a reused folder are not this sweep's to share.
+        shutil.rmtree(sweep_dir / trainings.FOLDER, ignore_errors=True)
         swept, jobs = sweep_plan(config)
         info: dict[str, Any] = {"parent_run_id": None, "tracking_uri": None,
                                 "experiment_id": None, "swept": swept, "jobs": jobs,

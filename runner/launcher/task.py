@@ -52,7 +52,7 @@ def run(cfg: Config) -> Result:
 
                 result = tracked.run_tracked(cfg, output_dir, overrides, sweep_job(), sweep_dir())
             else:
-                result = run_in_subprocess(cfg, output_dir, overrides)
+                result = run_in_subprocess(cfg, output_dir, overrides, sweep=sweep_dir())
             sweep_progress()
     except interrupt.Interrupted as e:
         if result is None or not cluster.scheduled():

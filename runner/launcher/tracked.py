@@ -43,7 +43,7 @@ def run_tracked(cfg: Config, output_dir: Path, overrides: list[str], job: Job | 
     except store.TrackingUnavailableError as e:
         if job is None or cfg.mlflow.on_lost != "continue":
             return not_tracked(cfg, output_dir, overrides, e)
-        result = run_in_subprocess(cfg, output_dir, overrides, reporting=False)
+        result = run_in_subprocess(cfg, output_dir, overrides, reporting=False, sweep=sweep)
         return tracking_lost(cfg, result, output_dir, None, e, sweep)
     except Exception as e:  # any other failure, too: recorded, not raised
         return not_tracked(cfg, output_dir, overrides, e)
@@ -54,7 +54,8 @@ def run_tracked(cfg: Config, output_dir: Path, overrides: list[str], job: Job | 
                 JobRelay(run, Path(handover)) as relay, \
                 runs.system_metrics(run, cfg.mlflow.system_metrics):
             result = run_in_subprocess(cfg, output_dir, overrides,
-                                       {**runs.job_env(run), **relay.env()}, reporting=False)
+                                       {**runs.job_env(run), **relay.env()}, reporting=False,
+                                       sweep=sweep)
         relay.apply(result)
     except BaseException:  # a bug of the runner's own: the run must still end
         with contextlib.suppress(Exception):

@@ -20,6 +20,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
+from runner.core import trainings
 from runner.core.text import first_line
 
 RUN_ID_ENV = "MLFLOW_RUN_ID"  # set by the Hydra process for the chief of a tracked job only
@@ -90,6 +91,9 @@ def save_mlflow_model(model: Any, probe: Any, logits: Any,
                                      pip_requirements=requirements(versions))
         for pycache in partial.rglob("__pycache__"):
             shutil.rmtree(pycache, ignore_errors=True)
+        shared = os.environ.get(trainings.FOLDER_ENV)
+        if shared:  # a sweep's shared training: the other cells' runs log it too
+            shutil.copytree(partial, Path(shared) / trainings.MLFLOW_MODEL, dirs_exist_ok=True)
         partial.rename(target)  # whole, or not there: the Hydra process logs what it finds
     except Exception as e:  # recorded, not fatal: the scenario's own save/load is the subject
         shutil.rmtree(partial, ignore_errors=True)

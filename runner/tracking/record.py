@@ -121,6 +121,11 @@ def result_tags(result: Result) -> dict[str, str]:
         "keras_module": str(result.get("keras_module")),
         "load_keras_module": str(result.get("load_keras_module")),
     })
+    shared = result.get("trained_by")
+    if shared:  # a sweep's shared training: whose model this cell loaded
+        tags["trained_by"] = (f"job {shared.get('job')}"
+                              + (f" (run {shared['mlflow_run_id']})"
+                                 if shared.get("mlflow_run_id") else ""))
     if result.get("error"):
         tags.update(error_type=result["error"]["type"], error_phase=result["error"]["phase"],
                     error_message=first_line(result["error"]["message"])[:5000])

@@ -43,7 +43,7 @@ def test_every_field_the_job_adds_is_declared():
     declared = set(typing.get_type_hints(results.Result))
     added = {"phase", "clock", "data_sizes", "caveat", "saved_with", "cluster", "cluster_start",
              "mlflow_model", "metrics_logged_live", "tracking", "metrics", "interruption",
-             "continue_from_step", "fit_params"}
+             "continue_from_step", "fit_params", "trained_by"}
     assert added <= declared
     assert declared - set(typing.get_type_hints(results._Always)) == added
 

@@ -1,0 +1,130 @@
+"""A sweep cell's share of a training (runner.core.trainings), in the launching process: claim
+the training or wait for it, and start the cell's load side from its model.
+
+Works wherever the cells' processes see one sweep directory: the basic launcher, joblib's
+workers (a cell waits for the training another worker runs), SLURM with a shared folder.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from runner.core import interrupt, trainings
+from runner.core import result as results
+from runner.core.files import JOB_LOG, MODEL_SUMMARY, SAVED_MODEL
+from runner.core.result import Result
+from runner.tracking.handover import MODEL_DIR_ENV, RUN_ID_ENV
+
+if TYPE_CHECKING:
+    from collections.abc import Mapping
+
+    from runner.core.schema import Config
+
+POLL_S = 0.2
+# A training's job that ended without publishing (killed with SIGKILL, its launching process
+# too): how long its claim is given before the waiting cells fail, naming it.
+ENDED_GRACE_S = 10.0
+
+
+@dataclass
+class Share:
+    folder: Path
+    trains: bool  # this cell trains the model; the others wait for it
+
+
+def join(cfg: Config, sweep: Path | None, output_dir: Path) -> Share | None:
+    """This cell's share of its training, in a sweep with runner.share_training; None: the
+    cell trains its own (a single job, sharing off, load_from, multi-worker)."""
+    training = trainings.key(cfg) if sweep is not None else None
+    if training is None:
+        return None
+    from hydra.core.hydra_config import HydraConfig
+
+    folder = trainings.folder(sweep, training)
+    return Share(folder, trainings.claim(folder, HydraConfig.get().job.num, output_dir))
+
+
+def adopt(share: Share, cfg: Config, output_dir: Path, overrides: list[str],
+          env: Mapping[str, str]) -> Result:
+    """Wait for the shared training, then give this cell its model and its training's record:
+    a result still `running`, for the load side, or failed with the training's error."""
+    published = wait(share.folder, output_dir)
+    run_id = env.get(RUN_ID_ENV)
+    output_dir.mkdir(parents=True, exist_ok=True)
+    if published is None:  # interrupted while waiting
+        stopped = interrupt.received()
+        assert stopped is not None
+        result = results.not_started(cfg, output_dir, overrides, stopped, phase="train")
+    elif published["status"] != "trained":
+        result = trainings.failed_result(cfg, output_dir, overrides, published, run_id)
+    else:
+        source = Path(published["output_dir"])
+        _copy_tree(source / SAVED_MODEL, output_dir / SAVED_MODEL)
+        if (source / MODEL_SUMMARY).is_file():
+            shutil.copy(source / MODEL_SUMMARY, output_dir / MODEL_SUMMARY)
+        model = share.folder / trainings.MLFLOW_MODEL
+        if env.get(MODEL_DIR_ENV) and model.is_dir():  # the relay logs it into this cell's run
+            target = Path(env[MODEL_DIR_ENV])
+            partial = target.with_name(f"{target.name}.partial")
+            shutil.copytree(model, partial)
+            partial.rename(target)
+        result = trainings.adopted_result(cfg, output_dir, overrides, published, run_id)
+        _say(output_dir, f"train: shared with job {published.get('job')} ({source})")
+    results.write(output_dir, result)
+    return result
+
+
+def wait(folder: Path, output_dir: Path) -> dict | None:
+    """What the training published, once it has; None when interrupted meanwhile."""
+    said = False
+    ended_at = None
+    while True:
+        published = trainings.trained(folder)
+        if published is not None:
+            return published
+        if interrupt.received() is not None:
+            return None
+        owner = trainings.claimed_by(folder)
+        if owner and not said:
+            _say(output_dir, f"train: waiting for job {owner.get('job')}'s training, shared "
+                             "with this cell")
+            said = True
+        if owner and _ended(Path(owner["output_dir"])):
+            ended_at = ended_at or time.monotonic()
+            if time.monotonic() - ended_at > ENDED_GRACE_S:
+                return {"status": "failed", "job": owner.get("job"),
+                        "output_dir": owner["output_dir"],
+                        "error": {"type": "JobCrashed", "phase": "train", "hint": None,
+                                  "message": "its job ended without publishing a model"}}
+        time.sleep(POLL_S)
+
+
+def _say(output_dir: Path, line: str) -> None:
+    """On the console and in the job's log, as the job process's own lines."""
+    print(line, flush=True)
+    output_dir.mkdir(parents=True, exist_ok=True)
+    with open(output_dir / JOB_LOG, "a") as log:
+        log.write(line + "\n")
+
+
+def _ended(job_dir: Path) -> bool:
+    try:
+        return results.read(job_dir).get("status") in results.ENDED
+    except (OSError, ValueError):
+        return False
+
+
+def _copy_tree(source: Path, target: Path) -> None:
+    """Hard links where the file system allows (a saved model is never written again)."""
+    def link(src: str, dst: str) -> None:
+        try:
+            os.link(src, dst)
+        except OSError:
+            shutil.copy2(src, dst)
+
+    shutil.copytree(source, target, copy_function=link)
