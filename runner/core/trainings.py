@@ -97,7 +97,9 @@ def publish(where: Path, result: Result) -> None:
 
 
 def publish_failure(where: Path, result: Result) -> None:
-    """The cell that trains ended without publishing: its error, for the cells that wait."""
+    """The cell that trains ended without publishing: its error and what its training recorded
+    before it (a save that failed after the whole training: its curves), for the cells that
+    wait."""
     if (where / TRAINED).exists():
         return
     owner = claimed_by(where)
@@ -105,7 +107,8 @@ def publish_failure(where: Path, result: Result) -> None:
                                     "without saving a model", "phase": result.get("phase")}
     write_atomic(where / TRAINED, json.dumps(
         {"status": result.get("status", "failed"), "job": owner.get("job"),
-         "output_dir": result.get("output_dir"), "error": error}) + "\n")
+         "output_dir": result.get("output_dir"), "error": error,
+         "result": result if "format_version" in result else None}) + "\n")
 
 
 def trained(where: Path) -> dict[str, Any] | None:
@@ -142,8 +145,15 @@ def adopted_result(cfg: Config, out: Path, overrides: list[str], published: dict
 
 def failed_result(cfg: Config, out: Path, overrides: list[str], published: dict[str, Any],
                   run_id: str | None) -> Result:
-    """A cell whose shared training failed: failed with the training's error, named."""
-    result = new_result(cfg, out, overrides, run_id)
+    """A cell whose shared training failed: what that training recorded before it failed (as
+    the cell would have, training its own), failed with its error, named."""
+    if published.get("result"):
+        result = adopted_result(cfg, out, overrides, published, run_id)
+        # Nothing was taken from it: no saved model here, no MLflow model for this cell's run.
+        result["artifact"] = result["artifact_bytes"] = None
+        result.pop("mlflow_model", None)  # type: ignore[misc]
+    else:
+        result = new_result(cfg, out, overrides, run_id)
     error = dict(published["error"])
     error["message"] = (f"the shared training (job {published.get('job')}, "
                         f"{published.get('output_dir')}) failed: {error.get('type')}: "
@@ -152,5 +162,7 @@ def failed_result(cfg: Config, out: Path, overrides: list[str], published: dict[
     result["error"] = error  # type: ignore[typeddict-item]
     result["phase"] = error.get("phase") or "train"
     result["trained_by"] = {"job": published.get("job"),
-                            "output_dir": published.get("output_dir"), "mlflow_run_id": None}
+                            "output_dir": published.get("output_dir"),
+                            "mlflow_run_id": (published.get("result") or {}).get(
+                                "mlflow_run_id")}
     return result

@@ -64,19 +64,33 @@ def adopt(share: Share, cfg: Config, output_dir: Path, overrides: list[str],
         result = trainings.failed_result(cfg, output_dir, overrides, published, run_id)
     else:
         source = Path(published["output_dir"])
-        _copy_tree(source / SAVED_MODEL, output_dir / SAVED_MODEL)
-        if (source / MODEL_SUMMARY).is_file():
-            shutil.copy(source / MODEL_SUMMARY, output_dir / MODEL_SUMMARY)
-        model = share.folder / trainings.MLFLOW_MODEL
-        if env.get(MODEL_DIR_ENV) and model.is_dir():  # the relay logs it into this cell's run
-            target = Path(env[MODEL_DIR_ENV])
-            partial = target.with_name(f"{target.name}.partial")
-            shutil.copytree(model, partial)
-            partial.rename(target)
-        result = trainings.adopted_result(cfg, output_dir, overrides, published, run_id)
-        _say(output_dir, f"train: shared with job {published.get('job')} ({source})")
+        try:
+            _take(share.folder, source, output_dir, env)
+        except OSError as e:  # its folder moved or removed meanwhile: this cell cannot load it
+            result = results.new_result(cfg, output_dir, overrides, run_id)
+            results.set_error(result, OSError(
+                f"the shared training's model (job {published.get('job')}, {source}) could "
+                f"not be taken: {e}"), "load", "runner.share_training=false trains each cell "
+                "its own model")
+        else:
+            result = trainings.adopted_result(cfg, output_dir, overrides, published, run_id)
+            _say(output_dir, f"train: shared with job {published.get('job')} ({source})")
     results.write(output_dir, result)
     return result
+
+
+def _take(folder: Path, source: Path, output_dir: Path, env: Mapping[str, str]) -> None:
+    """The training's saved model and summary into this cell's folder; its MLflow model where
+    this cell's relay logs it into the cell's run."""
+    _copy_tree(source / SAVED_MODEL, output_dir / SAVED_MODEL)
+    if (source / MODEL_SUMMARY).is_file():
+        shutil.copy(source / MODEL_SUMMARY, output_dir / MODEL_SUMMARY)
+    model = folder / trainings.MLFLOW_MODEL
+    if env.get(MODEL_DIR_ENV) and model.is_dir():
+        target = Path(env[MODEL_DIR_ENV])
+        partial = target.with_name(f"{target.name}.partial")
+        shutil.copytree(model, partial)
+        partial.rename(target)
 
 
 def wait(folder: Path, output_dir: Path) -> dict | None:

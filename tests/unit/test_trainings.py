@@ -86,6 +86,30 @@ def test_a_failed_training_fails_the_cell_with_its_error_named(tmp_path: Path):
         "the shared training (job 2, /s/2) failed: ValueError: bad")
 
 
+def test_a_training_that_failed_after_training_gives_the_cell_its_curves(tmp_path: Path):
+    """A save that fails after the whole training: the cell records the training's curve and
+    accuracy, as it would have training its own, and the error."""
+    owner = new_result(compose([]), tmp_path / "0", [], None)
+    owner["history"] = {"train": {"loss": [1.0]}}
+    owner["accuracy"]["after_train"] = 0.5
+    owner.update(status="failed", phase="save", mlflow_model={"saved": True})
+    owner["error"] = {"type": "ValueError", "message": "no", "phase": "save", "hint": None,
+                      "release": None}
+    folder = tmp_path / "t"
+    trainings.claim(folder, 0, tmp_path / "0")
+    trainings.publish_failure(folder, owner)
+    published = trainings.trained(folder)
+    result = trainings.failed_result(compose(["load_strategy=mirrored"]), tmp_path / "1", [],
+                                     published, None)
+    assert result["history"] == {"train": {"loss": [1.0]}}
+    assert result["accuracy"]["after_train"] == 0.5
+    assert (result["status"], result["phase"], result["load_strategy"]) == (
+        "failed", "save", "mirrored")
+    assert "mlflow_model" not in result and result["artifact"] is None
+    trainings.publish_failure(folder, {"status": "failed"})  # published once: kept
+    assert trainings.trained(folder) == published
+
+
 def test_one_claim_wins(tmp_path):
     folder = tmp_path / "t"
     assert trainings.claim(folder, 0, tmp_path / "0")
