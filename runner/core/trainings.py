@@ -36,9 +36,9 @@ FOLDER_ENV = "RUNNER_SHARED_TRAINING_DIR"
 LOAD_SIDE = ("load_api", "load_strategy", "load_keras", "load_tf", "load", "load_from",
              "save_api.paired_with", "continue_epochs", "verify.tolerance", "verify.resume",
              "verify.resave", "verbose", "runner", "tutorial_step", "mlflow.tracking_uri",
-             "mlflow.store_dir",
-             "mlflow.experiment_name", "mlflow.register_model", "mlflow.system_metrics",
-             "mlflow.http_timeout_s", "mlflow.http_max_retries", "mlflow.on_lost")
+             "mlflow.store_dir", "mlflow.experiment_name", "mlflow.register_model",
+             "mlflow.system_metrics", "mlflow.http_timeout_s", "mlflow.http_max_retries",
+             "mlflow.on_lost")
 # The fields of a result that are the cell's own, not its training's.
 CELL_FIELDS = ("status", "phase", "tutorial_step", "load_strategy", "load_api", "load_keras",
                "load_tf", "load_variant", "tolerance", "overrides", "output_dir", "mlflow_run_id",

