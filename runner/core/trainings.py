@@ -138,8 +138,7 @@ def adopted_result(cfg: Config, out: Path, overrides: list[str], published: dict
     if result.get("artifact"):
         name = Path(result["artifact"]).name
         result["artifact"] = str(out / Path(result["artifact"]).parent.name / name)
-    result["trained_by"] = {"job": published.get("job"), "output_dir": published["output_dir"],
-                            "mlflow_run_id": published["result"].get("mlflow_run_id")}
+    result["trained_by"] = trained_by(published)
     return result
 
 
@@ -161,8 +160,11 @@ def failed_result(cfg: Config, out: Path, overrides: list[str], published: dict[
     result["status"] = "failed" if published.get("status") == "failed" else "interrupted"
     result["error"] = error  # type: ignore[typeddict-item]
     result["phase"] = error.get("phase") or "train"
-    result["trained_by"] = {"job": published.get("job"),
-                            "output_dir": published.get("output_dir"),
-                            "mlflow_run_id": (published.get("result") or {}).get(
-                                "mlflow_run_id")}
+    result["trained_by"] = trained_by(published)
     return result
+
+
+def trained_by(published: dict[str, Any]) -> dict[str, Any]:
+    """result.json's `trained_by`: the cell that trained, from what it published."""
+    return {"job": published.get("job"), "output_dir": published.get("output_dir"),
+            "mlflow_run_id": (published.get("result") or {}).get("mlflow_run_id")}

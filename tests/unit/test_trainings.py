@@ -106,6 +106,8 @@ def test_a_training_that_failed_after_training_gives_the_cell_its_curves(tmp_pat
     assert (result["status"], result["phase"], result["load_strategy"]) == (
         "failed", "save", "mirrored")
     assert "mlflow_model" not in result and result["artifact"] is None
+    assert result["trained_by"] == {"job": 0, "output_dir": str(tmp_path / "0"),
+                                    "mlflow_run_id": None}
     trainings.publish_failure(folder, {"status": "failed"})  # published once: kept
     assert trainings.trained(folder) == published
 
