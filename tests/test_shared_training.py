@@ -65,6 +65,7 @@ def test_a_shared_sweep_gives_every_number_of_the_unshared_one(tmp_path):
         assert r["trained_by"]["output_dir"] == owner["output_dir"]
         assert r["history"]["train"] == owner["history"]["train"]
         run = client.get_run(r["tracking"]["run_id"])
+        assert r["mlflow_run_url"] == f"runs:/{run.info.run_id}"  # its summary line names it
         assert run.data.tags["trained_by"].startswith(f"job {r['trained_by']['job']} (run ")
         steps = sorted(m.step for m in client.get_metric_history(run.info.run_id, "loss"))
         assert steps[:1] == [0]  # training's epoch, logged into this cell's run too

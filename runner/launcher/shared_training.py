@@ -75,6 +75,8 @@ def adopt(share: Share, cfg: Config, output_dir: Path, overrides: list[str],
         else:
             result = trainings.adopted_result(cfg, output_dir, overrides, published, run_id)
             _say(output_dir, f"train: shared with job {published.get('job')} ({source})")
+    if run_id:  # new_result reads it from the job process's environment; here it is in env
+        result["mlflow_run_url"] = env.get(results.RUN_URL_ENV)
     results.write(output_dir, result)
     return result
 
