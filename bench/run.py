@@ -492,15 +492,16 @@ def shared_training(sizes: Sizes, work: Path) -> list[dict[str, Any]]:
                      "shared_s": on_s, "unshared_s": off_s, "ratio": round(on_s / off_s, 3),
                      "same_numbers": same_numbers(on, off)})
     for experiment in ("matrix", "resume_matrix", "families"):
-        cells, distinct = trainings_of(experiment)
+        cells, distinct, saves = trainings_of(experiment)
         rows.append({"sweep": f"experiment={experiment}", "launcher": "(counted, not run)",
-                     "jobs": cells, "trainings": distinct, "shared_s": "", "unshared_s": "",
-                     "ratio": "", "same_numbers": ""})
+                     "jobs": cells, "trainings": distinct, "saves": saves, "shared_s": "",
+                     "unshared_s": "", "ratio": "", "same_numbers": ""})
     return rows
 
 
-def trainings_of(experiment: str) -> tuple[int, int]:
-    """An experiment's cells and its distinct training sides, from its composed configs."""
+def trainings_of(experiment: str) -> tuple[int, int, int]:
+    """An experiment's cells, its distinct trainings and its distinct saves, from its composed
+    configs, keyed as a sweep's plan keys them (runner.core.trainings)."""
     import itertools
 
     from omegaconf import OmegaConf
@@ -512,16 +513,18 @@ def trainings_of(experiment: str) -> tuple[int, int]:
     params = OmegaConf.load(ROOT / "conf" / "experiment" / f"{experiment}.yaml").hydra.sweeper
     keys = list(params.params)
     values = [str(params.params[k]).split(",") for k in keys]
-    found = set()
+    found, saves = set(), set()
     cells = 0
     for combination in itertools.product(*values):
         with contextlib.redirect_stderr(io.StringIO()):  # its expected-failure warnings
             cfg = compose([f"experiment={experiment}",
                            *(f"{k}={v}" for k, v in zip(keys, combination, strict=True))])
             choose_save_api(cfg)
-        found.add(trainings.key(cfg))
+        training = trainings.key(cfg, with_save=False)
+        found.add(training)
+        saves.add((training, trainings.save_key(trainings.save_side(cfg))))
         cells += 1
-    return cells, len(found)
+    return cells, len(found), len(saves)
 
 
 SECTIONS = {"overhead": overhead, "startup": startup, "throughput": throughput,

@@ -11,19 +11,16 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import traceback
 from pathlib import Path
 from typing import Any
 
 from omegaconf import OmegaConf
 
-from runner.core import hints, interrupt, redact
+from runner.core import interrupt
 from runner.core import result as results
-from runner.core.files import TRACEBACK
 from runner.core.lifetime import die_with_parent
-from runner.core.result import Result
 from runner.core.text import first_line
-from runner.job import runtime
+from runner.job import failure, runtime
 from runner.tracking.handover import RUN_ID_ENV
 
 
@@ -71,8 +68,7 @@ def main(argv: list[str] | None = None) -> int:
         if e is not raised:
             result["notes"].append(f"the interruption surfaced as {type(raised).__name__} "
                                    f"from library code: {first_line(raised)}")
-        record_failure(result, e, out)
-        result["error"]["release"] = release_of(cfg, args.side)
+        failure.record(result, e, out, cfg, args.side)
         if isinstance(e, interrupt.Interrupted):
             results.write(out, result)
             return e.exit_code
@@ -84,24 +80,3 @@ def main(argv: list[str] | None = None) -> int:
     results.stamp(result, "process_end")
     results.write(out, result)
     return 0 if result["status"] in ("passed", "running") else 1
-
-
-def release_of(cfg: Any, side: str) -> str | None:
-    """'tf=v2.15: tensorflow 2.15.1, tf-keras 2.15.1' where this side runs in another
-    release's environment; None in the installed one."""
-    key, generation = (("load_tf", cfg.load_keras.name) if side == "load"
-                       else ("tf", cfg.keras.name))
-    name = results.release(cfg, key)
-    if name is None:
-        return None
-    found = results.versions()
-    keras = "tf-keras" if generation == "legacy" else "keras"
-    return f"{key}={name}: tensorflow {found['tensorflow']}, {keras} {found[keras]}"
-
-
-def record_failure(result: Result, e: BaseException, out: Path) -> None:
-    """Record the real exception, the phase it happened in, a hint, and the traceback."""
-    phase = result.get("phase", "train")
-    results.set_error(result, e, phase, getattr(e, "hint", None)
-                      or hints.release_hint(result, e, phase) or hints.hint_for(e, phase))
-    (out / TRACEBACK).write_text(redact.text("".join(traceback.format_exception(e))))

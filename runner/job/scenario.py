@@ -10,8 +10,9 @@ import os
 import time
 from collections.abc import Callable, Iterator
 from contextlib import AbstractContextManager
+from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import tensorflow as tf
 
@@ -29,6 +30,7 @@ from runner.job import (
     nested,
     resume,
     runtime,
+    shared_saves,
     verify,
 )
 from runner.job import data as datasets
@@ -66,8 +68,9 @@ def run(cfg: Config, out: Path, result: Result, side: str = "both") -> None:
     if side != "load":
         train_side(cfg, out, result, phase)
         result["phase"] = "load"  # next: the load side, here or in its own process
-        if os.environ.get(trainings.FOLDER_ENV):  # a sweep's shared training: others load it
-            trainings.publish(Path(os.environ[trainings.FOLDER_ENV]), result)
+        shared = shared_saves.shared()
+        if shared is not None:  # a sweep's shared training: others load it
+            trainings.publish(*shared, result, out)
         if side == "train":
             return
         fresh_keras_session()
@@ -128,23 +131,86 @@ def train_side(cfg: Config, out: Path, result: Result, phase: Phase) -> None:
         verify.check_finite(saved_logits, model, result["history"]["train"])
         result["optimizer"]["saved"] = verify.optimizer_state(model)
         result["random_layers"] = verify.random_layers(model)
+    save_side(cfg, out, result, phase, Trained(model, strategy, compiled, data, saved_logits,
+                                                global_batch))
+
+
+@dataclass
+class Trained:
+    """The train side's model, as its saves and the resume reference need it."""
+
+    model: tf.keras.Model
+    strategy: tf.distribute.Strategy | None
+    compiled: bool
+    data: Data
+    logits: Any  # the probe's, which the load side must reproduce
+    global_batch: int
+
+
+def save_side(cfg: Config, out: Path, result: Result, phase: Phase, trained: Trained) -> None:
+    """Save into saved_model/, then log the MLflow model and add the resume reference. A
+    sweep's shared training saves once more per other save its cells need (runner.job.
+    shared_saves), each before the resume reference, which continues the in-memory model;
+    its own save failing fails the job only once the others are made and published."""
+    others = shared_saves.others(cfg, result)
+    own_error = None
+    try:
+        save_model(cfg, out, result, phase, trained)
+    except Exception as e:
+        if not others:
+            raise
+        own_error = e
+    for other in others:
+        try:
+            save_model(other.cfg, other.folder, other.result, other.phase, trained)
+        except Exception as e:  # noqa: BLE001 - that save's cells fail with it
+            other.fail(e)
+    made = [other for other in others if other.saved]
+    if own_error is None:
+        ref = after_save(cfg, out, result, phase, trained, own_run=True)
+        lead = result
+    elif made:  # the others' cells still get what follows a save; this cell's run does not
+        lead = made[0].result
+        ref = after_save(cfg, made[0].folder, lead, made[0].phase, trained, own_run=False)
+    for other in made:
+        if other.result is not lead:
+            follow(other.result, lead)
+            if ref is not None:
+                artifact.add_reference(other.folder / SAVED_MODEL, ref)
+    shared_saves.publish(others)
+    if own_error is not None:
+        result["phase"] = "save"
+        raise own_error
+
+
+def save_model(cfg: Config, out: Path, result: Result, phase: Phase, trained: Trained) -> None:
+    """The save API's files and the probe into out/saved_model/, whole or not at all."""
+    model, probe = trained.model, trained.data.probe
     with artifact.staged(out) as staging, phase("save"):
         # save_api.in_scope: inside the training strategy's scope (the seed saves outside it).
-        scope = strategy.scope() if cfg.save_api.in_scope else contextlib.nullcontext()
+        scope = trained.strategy.scope() if cfg.save_api.in_scope else contextlib.nullcontext()
         with timed(result, "save_s"), scope:
             path, notes = save(cfg.save_api.name, model, staging, cfg.io_device,
                                cfg.save_api.variable_policy)
         if (staging / path.name / "saved_model.pb").is_file():  # does its graph pin devices?
             result["pinned_devices"] = verify.pinned_devices(staging / path.name)
         path = out / SAVED_MODEL / path.name  # where it is once complete
-        artifact.write_stored(staging, data.probe, saved_logits,
-                              artifact.saved_with(cfg, path, result, model, compiled,
-                                                  nested.example_shape(data.probe),
-                                                  nested.example_dtype(data.probe)))
+        artifact.write_stored(staging, probe, trained.logits,
+                              artifact.saved_with(cfg, path, result, model, trained.compiled,
+                                                  nested.example_shape(probe),
+                                                  nested.example_dtype(probe)))
         saved_bytes = tree_bytes(staging / path.name)
         result["notes"] += notes
     # Only now is it there: a save that failed names no artifact.
     result["artifact"], result["artifact_bytes"] = str(path), saved_bytes
+
+
+def after_save(cfg: Config, out: Path, result: Result, phase: Phase, trained: Trained,
+               own_run: bool) -> artifact.Reference | None:
+    """The MLflow model (own_run=False: for the other cells of a shared training only), then
+    the resume reference, which continues the in-memory model: after every save. Returns the
+    reference, added to out/saved_model/ (None: verify.resume_steps=0)."""
+    model, data = trained.model, trained.data
     log_model = cfg.mlflow.enabled and cfg.mlflow.log_model
     if log_model and cfg.strategy.name == cluster.MULTI_WORKER:
         result["notes"].append(
@@ -157,12 +223,24 @@ def train_side(cfg: Config, out: Path, result: Result, phase: Phase) -> None:
     elif log_model and handover.tracked():  # the chief only
         with phase("mlflow_model"), timed(result, "mlflow_model_s"):
             result["mlflow_model"] = handover.save_mlflow_model(
-                model, data.probe, saved_logits, result["versions"])
+                model, data.probe, trained.logits, result["versions"], own_run)
     if cfg.verify.resume_steps:  # every worker: the steps are collectives under multi-worker
         with phase("resume"), timed(result, "resume_s"):
             ref = resume.reference(model, data.ordered, data.probe, cfg.verify.resume_steps,
-                                   global_batch, cfg.seed)
+                                   trained.global_batch, cfg.seed)
             artifact.add_reference(out / SAVED_MODEL, ref)
+        return ref
+    return None
+
+
+def follow(result: Result, lead: Result) -> None:
+    """Another save's result gets what followed the lead save: its notes, MLflow model, times."""
+    result["notes"] += [n for n in lead["notes"] if n.startswith("mlflow.log_model skipped")]
+    if "mlflow_model" in lead:
+        result["mlflow_model"] = lead["mlflow_model"]
+    for timing in ("mlflow_model_s", "resume_s"):
+        if timing in lead["timings"]:
+            result["timings"][timing] = lead["timings"][timing]
 
 
 def load_side(cfg: Config, out: Path, result: Result, phase: Phase) -> None:

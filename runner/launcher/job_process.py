@@ -115,6 +115,7 @@ def run_in_subprocess(cfg: Config, output_dir: Path, overrides: list[str],
         sides = ["load"] if result["status"] == "running" else []
     elif share is not None:  # this cell trains: its job process publishes the training
         env[trainings.FOLDER_ENV] = str(share.folder)
+        env[trainings.SAVE_ENV] = share.save
     with job_config(cfg) as config_path, local_workers(cfg, output_dir) as workers:
         for i, side in enumerate(sides):
             command = [side_python(cfg, side), "-m", JOB_MODULE, str(config_path)]
@@ -144,7 +145,7 @@ def run_in_subprocess(cfg: Config, output_dir: Path, overrides: list[str],
             if result["status"] != "running":
                 break
     if share is not None and share.trains:  # a training that never published: its error
-        trainings.publish_failure(share.folder, result)
+        trainings.publish_failure(share.folder, share.save, result)
     if reporting:
         report(result, output_dir)
     return result

@@ -12,10 +12,10 @@ from typing import TYPE_CHECKING, Any
 
 from hydra.core.hydra_config import HydraConfig
 from hydra.experimental.callback import Callback
-from omegaconf import DictConfig, OmegaConf, open_dict
+from omegaconf import DictConfig
 
-from runner.core import cluster, hints, schema, targets
-from runner.core.apis import AUTO
+from runner.core import cluster, hints
+from runner.core.compose import name_own_options, pair_save_api
 from runner.core.files import PROBE, RESULT, SAVED_MODEL
 from runner.core.releases import LibrarySet
 from runner.core.validate import ConfigError, check_releases, validate, validate_sweep
@@ -101,11 +101,7 @@ def choose_save_api(cfg: Config) -> None:
     """save_api=auto becomes the save API the seed pairs with the load API; an explicit save API
     known not to write what the load API reads gets a one-line warning before any training
     (the job still runs: its failure is data)."""
-    if cfg.load_from:
-        return
-    if cfg.save_api.name == AUTO:
-        cfg.save_api.name = hints.paired_save_api(cfg.load_api.name)
-        cfg.save_api.paired_with = cfg.load_api.name
+    if cfg.load_from or pair_save_api(cfg):
         return
     expected = hints.expected_failure(cfg.save_api.name, cfg.load_api.name, cfg.keras.name,
                                       cfg.load_keras.name,
@@ -113,17 +109,6 @@ def choose_save_api(cfg: Config) -> None:
     if expected:
         print(f"Warning: save_api={cfg.save_api.name} load_api={cfg.load_api.name} "
               f"(keras={cfg.keras.name}) is {expected}.", file=sys.stderr, flush=True)
-
-
-def name_own_options(cfg: Config, choices: dict[str, str | None]) -> None:
-    """A model or data option of the user's gets the name results, the matrix and MLflow show:
-    its own `name`, else the option chosen (model=my_model), else the target's short name."""
-    for group in schema.TARGET_GROUPS:
-        node = cfg[group]
-        if (targets.is_target(node) and not OmegaConf.is_missing(node, targets.TARGET)
-                and not node.get("name")):
-            with open_dict(node):
-                node.name = targets.option_name(node, choices.get(group))
 
 
 def choose_load_keras(cfg: Config, overrides: list[str]) -> None:

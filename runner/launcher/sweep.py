@@ -26,7 +26,8 @@ from omegaconf import DictConfig, OmegaConf
 from runner.core import console, interrupt, redact, sweep_file, trainings
 from runner.core import result as results
 from runner.core.files import MULTIRUN_YAML
-from runner.launcher import job_process
+from runner.launcher import job_process, shared_training
+from runner.launcher.cells import compose_all, sweep_cells
 from runner.launcher.fork_client import GENERATIONS_ENV
 from runner.launcher.slurm_watch import start_pending_watch
 from runner.tracking import matrix
@@ -43,6 +44,9 @@ class SweepCallback(Callback):
         # An earlier sweep's trainings in a reused folder are not this sweep's to share.
         shutil.rmtree(sweep_dir / trainings.FOLDER, ignore_errors=True)
         swept, jobs = sweep_plan(config)
+        if "BasicSweeper" in str(config.hydra.sweeper.get("_target_", "")):
+            cells = sweep_cells(sweep_override_texts(config))
+            shared_training.plan(sweep_dir, compose_all(config, cells))
         info: dict[str, Any] = {"parent_run_id": None, "tracking_uri": None,
                                 "experiment_id": None, "swept": swept, "jobs": jobs,
                                 "what": sweep_what(config, swept),

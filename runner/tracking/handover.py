@@ -77,10 +77,11 @@ def serving_env(model: Any) -> dict[str, str]:
 
 
 def save_mlflow_model(model: Any, probe: Any, logits: Any,
-                      versions: Mapping[str, str | None]) -> dict[str, Any]:
+                      versions: Mapping[str, str | None], own_run: bool = True) -> dict[str, Any]:
     """Save the trained model as an MLflow model (TensorFlow flavour, signature inferred from the
     probe) where the Hydra process logs it from. Returns what result.json records until the Hydra
-    process says where it was logged: that it was saved, or why it could not be."""
+    process says where it was logged: that it was saved, or why it could not be. own_run=False:
+    for the other cells of a shared training only (this job's own save failed)."""
     import mlflow.tensorflow
     from mlflow.models import infer_signature
 
@@ -94,7 +95,10 @@ def save_mlflow_model(model: Any, probe: Any, logits: Any,
         shared = os.environ.get(trainings.FOLDER_ENV)
         if shared:  # a sweep's shared training: the other cells' runs log it too
             shutil.copytree(partial, Path(shared) / trainings.MLFLOW_MODEL, dirs_exist_ok=True)
-        partial.rename(target)  # whole, or not there: the Hydra process logs what it finds
+        if own_run:
+            partial.rename(target)  # whole, or not there: the Hydra process logs what it finds
+        else:
+            shutil.rmtree(partial)
     except Exception as e:  # recorded, not fatal: the scenario's own save/load is the subject
         shutil.rmtree(partial, ignore_errors=True)
         return not_logged(e)
