@@ -21,7 +21,7 @@ machine does hits both sides alike, and reports medians and ratios:
 11. shared training: `experiment=matrix` (tracking on) with `runner.share_training=true` against
     false (every cell training its own, the forked sweep before #28), basic launcher and joblib
     n_jobs=2, then `experiment=resume_matrix` (joblib), and whether every number stayed the
-    same; and, for every experiment, how many distinct trainings its cells have.
+    same; and, for every experiment, how many distinct trainings and saves its cells have.
 
 Writes bench.json and bench.md (with the machine's cores, memory and library versions) into
 --out (default bench/results). --smoke: tiny sizes and one pair, to keep the script working
@@ -474,8 +474,8 @@ def accuracy_pass(sizes: Sizes, work: Path) -> list[dict[str, Any]]:
 
 def shared_training(sizes: Sizes, work: Path) -> list[dict[str, Any]]:
     """Sweeps (tracking on) with runner.share_training=true against false, and whether every
-    job's numbers stayed the same; then each experiment's cells and distinct trainings
-    (runner.core.trainings.key), which bound what sharing can save."""
+    job's numbers stayed the same; then each experiment's cells, distinct trainings and
+    distinct saves (runner.core.trainings), which bound what sharing can save."""
     rows: list[dict[str, Any]] = []
     for overrides, launcher in sizes.shared_sweeps:
         chosen = JOBLIB if launcher == "joblib" else []
@@ -489,6 +489,8 @@ def shared_training(sizes: Sizes, work: Path) -> list[dict[str, Any]]:
         rows.append({"sweep": " ".join(overrides), "launcher": launcher,
                      "jobs": len(on[0][1]), "trainings": sum("trained_by" not in r
                                                              for r in on[0][1]),
+                     "saves": len({((r.get("trained_by") or {}).get("output_dir")
+                                    or r["output_dir"], r["save_api"]) for r in on[0][1]}),
                      "shared_s": on_s, "unshared_s": off_s, "ratio": round(on_s / off_s, 3),
                      "same_numbers": same_numbers(on, off)})
     for experiment in ("matrix", "resume_matrix", "families"):

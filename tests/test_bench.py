@@ -52,7 +52,8 @@ def test_bench_smoke_runs_every_section(tmp_path):
         row["item"] for row in items}
     assert all(row["same_accuracy"] for row in sections["accuracy"])
     timed, *counted = sections["shared_training"]
-    assert (timed["jobs"], timed["trainings"], timed["same_numbers"]) == (2, 1, True)
+    assert (timed["jobs"], timed["trainings"], timed["saves"], timed["same_numbers"]) == (
+        2, 1, 2, True)  # save_api=auto: one training saved with keras and saved_model
     assert [(row["sweep"], row["jobs"]) for row in counted] == [
         ("experiment=matrix", 32), ("experiment=resume_matrix", 48), ("experiment=families", 96)]
-    assert [row["trainings"] for row in counted[:2]] == [8, 8]
+    assert [(row["trainings"], row["saves"]) for row in counted] == [(2, 8), (2, 8), (16, 80)]

@@ -65,10 +65,12 @@ def test_a_server_that_goes_away_during_a_sweep_loses_nothing(tmp_path):
     server.start()
     sweep_dir = tmp_path / "sweep"
     proc = subprocess.Popen(
-        # 3 jobs (save_api=auto pairs each load API): 0 recorded, 1 loses the store, 2 runs
-        # without it.
+        # 3 jobs (save_api=auto pairs each load API): 0 recorded, 1 loses the store while it
+        # trains, 2 runs without it. Each trains its own: shared, jobs 1 and 2 would only load
+        # job 0's (test_push_an_embedded_sweep_into_a_fresh_server syncs such a sweep).
         [sys.executable, "-m", "runner", "-m", f"hydra.sweep.dir={sweep_dir}",
-         "load_api=keras,saved_model,tfsm_layer", *SWEEP[2:], f"mlflow.tracking_uri={server.url}"],
+         "load_api=keras,saved_model,tfsm_layer", *SWEEP[2:], f"mlflow.tracking_uri={server.url}",
+         "runner.share_training=false"],
         cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     try:
         deadline = time.monotonic() + 300

@@ -14,10 +14,14 @@ from pathlib import Path
 
 # Written by TensorFlow's C++ libraries before logging is set up (TF_CPP_MIN_LOG_LEVEL cannot
 # hide them), once per library that loads CUDA's stubs: twice per `import tensorflow` here.
-# absl's says nothing about the job: never shown. That no GPU will be used is news, once.
+# absl's says nothing about the job: never shown. That no GPU will be used is news, once; so is
+# that oneDNN's kernels are on (CPUs with AVX512_VNNI and newer: numbers may differ in their last
+# bits from another machine's), said at each import on such a CPU.
 ABSL = re.compile(rb"^WARNING: All log messages before absl::InitializeLog\(\) is called")
 ONCE = (
     re.compile(rb"^[IWE]\d{4} .*cudart_stub\.cc:\d+\] Could not find cuda drivers"),
+    re.compile(rb"^(?:[IWE]\d{4} |\d{4}-\d\d-\d\d [\d:.]+: [IWE] ).*\] oneDNN custom operations "
+               rb"are on"),
 )
 # TensorFlow looks for a CUDA device even where there is none, and says so as an error; other
 # releases (a tf= environment: 2.15 to 2.19) say more at each import, some with a date in front.

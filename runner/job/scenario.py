@@ -166,9 +166,9 @@ def save_side(cfg: Config, out: Path, result: Result, phase: Phase, trained: Tra
         except Exception as e:  # noqa: BLE001 - that save's cells fail with it
             other.fail(e)
     made = [other for other in others if other.saved]
+    lead, ref = result, None
     if own_error is None:
         ref = after_save(cfg, out, result, phase, trained, own_run=True)
-        lead = result
     elif made:  # the others' cells still get what follows a save; this cell's run does not
         lead = made[0].result
         ref = after_save(cfg, made[0].folder, lead, made[0].phase, trained, own_run=False)
