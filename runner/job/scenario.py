@@ -102,9 +102,6 @@ def train_side(cfg: Config, out: Path, result: Result, phase: Phase) -> None:
                 "metrics are used (train.optimizer, .loss, .metrics are not)")
         if cfg.model.get("save_before_fit", False):
             result["caveat"] = save_before_fit(model, cfg.save_api.name, out)
-        if (cfg.mlflow.enabled and cfg.mlflow.log_model and handover.tracked()
-                and handover.mlflow_here() and cfg.strategy.name != cluster.MULTI_WORKER):
-            handover.preload_mlflow()  # saved after training (after_save)
         killed = None
         if cfg.save_api.name == BACKUP_AND_RESTORE and cfg.save_api.interrupt:
             point = interruption.kill_point(cfg, data.n_train, global_batch)

@@ -41,29 +41,6 @@ def mlflow_here() -> bool:
     return importlib.util.find_spec("mlflow") is not None
 
 
-# What saving the MLflow model imports that no TensorFlow or Keras module does: about 70 % of
-# that phase, measured (0.82 s of the import, mlflow.tensorflow itself 0.0 s, the save 0.33 s).
-MLFLOW_CORE = ("mlflow", "mlflow.models", "mlflow.pyfunc")
-
-
-def preload_mlflow() -> None:
-    """Import MLflow's core in a thread while the job trains, off the MLflow model's path. Safe
-    beside the training thread's own lazy imports: nothing it imports imports TensorFlow or
-    Keras, so neither thread can wait for a module the other holds; mlflow.tensorflow (which
-    does) is left to the main thread."""
-    import importlib
-    import threading
-
-    def load() -> None:
-        for name in MLFLOW_CORE:
-            try:
-                importlib.import_module(name)
-            except Exception:  # noqa: BLE001 - the main thread's import says why, if it fails
-                return
-
-    threading.Thread(target=load, name="preload-mlflow", daemon=True).start()
-
-
 def epoch_callback(phase: str, first_step: int = 0) -> Any:
     """A Keras callback handing each epoch's metrics to the Hydra process (`loss`, `accuracy`,
     ..., at step first_step + epoch: training and continuing make one curve); None when the job
