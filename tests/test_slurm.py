@@ -130,6 +130,29 @@ def test_two_multi_worker_jobs_at_once_on_one_node_keep_their_own_clusters(slurm
     assert (sweep_dir / "matrix.md").exists()
 
 
+def test_a_sweeps_tasks_share_one_training_and_its_saves(slurm, tmp_path):
+    """4 cells as one array job, 1 training saved with 2 save APIs: the task that claims it
+    trains and saves both; the other tasks, on the shared sweep folder, wait for their save and
+    load it in their own process."""
+    sweep_dir = tmp_path / "sweep"
+    proc = launch(f"hydra.sweep.dir={sweep_dir}", *TINY, "mlflow.enabled=false",
+                  "save_api=keras,saved_model", "load_api=keras", "load_strategy=default,none",
+                  "hydra.launcher.timeout_min=10")
+    out, _ = proc.communicate(timeout=900)
+    assert proc.returncode == 0, out[-3000:]
+    results = sweep_results(sweep_dir)
+    (owner,) = [r for r in results if "trained_by" not in r]
+    assert len(list((sweep_dir / ".trainings").glob("*/*/trained.json"))) == 2
+    for r in results:
+        assert r["accuracy"]["after_train"] == owner["accuracy"]["after_train"]
+        if r is not owner:
+            assert r["trained_by"]["output_dir"] == owner["output_dir"]
+            assert r["process"]["pid"] != owner["process"]["pid"]
+    # Keras 3's load_model reads the .keras file and refuses the SavedModel, as unshared.
+    assert sorted((r["save_api"], r["status"], (r["error"] or {}).get("phase")) for r in results) \
+        == [("keras", "passed", None)] * 2 + [("saved_model", "failed", "load")] * 2
+
+
 def test_scancel_ends_the_job_interrupted_and_the_sweep_promptly(slurm, server, tmp_path):
     url = server.url
     sweep_dir = tmp_path / "sweep"
