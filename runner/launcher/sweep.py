@@ -44,7 +44,7 @@ class SweepCallback(Callback):
         # An earlier sweep's trainings in a reused folder are not this sweep's to share.
         shutil.rmtree(sweep_dir / trainings.FOLDER, ignore_errors=True)
         swept, jobs = sweep_plan(config)
-        if "BasicSweeper" in str(config.hydra.sweeper.get("_target_", "")):
+        if jobs is not None:  # the basic sweeper's: its cells are known before any starts
             cells = sweep_cells(sweep_override_texts(config))
             shared_training.plan(sweep_dir, compose_all(config, cells))
         info: dict[str, Any] = {"parent_run_id": None, "tracking_uri": None,
